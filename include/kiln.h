@@ -74,6 +74,20 @@ size_t kiln_model_kv_bytes_per_token(const kiln_model *m);
 /* Bytes of weights read to decode one token (every matrix once, embeddings one row). */
 size_t kiln_model_weight_bytes(const kiln_model *m);
 
+/* The tensors of the model file, for inspection. */
+typedef struct {
+    const char *name;       /* not NUL-terminated: NAME_LEN bytes */
+    size_t name_len;
+    const char *type;       /* "F32", "F16", "BF16", ... */
+    int n_dims;
+    int64_t ne[4];          /* GGUF order: ne[0] varies fastest */
+    size_t nbytes;
+} kiln_tensor_info;
+int kiln_model_n_tensors(const kiln_model *m);
+int kiln_model_tensor(const kiln_model *m, int i, kiln_tensor_info *out);
+/* Size of the model file in bytes. */
+size_t kiln_model_file_size(const kiln_model *m);
+
 /* ---- Tokenizer of a model ---- */
 /* Encodes TEXT (LEN bytes) into at most MAX ids; ADD_BOS prepends the BOS id when the vocabulary has
  * one. Returns the number of ids, or -1 (also when MAX is too small). */
@@ -113,8 +127,9 @@ int kiln_sampling_check(const kiln_sampling *s);
 int kiln_sample(float *logits, int n, const kiln_sampling *s, uint64_t *state);
 
 /* ---- Files ---- */
-/* Converts a llama2.c checkpoint (+ its tokenizer.bin) to a GGUF model file, atomically. */
-int kiln_convert_llama2c(const char *ckpt_path, const char *tokenizer_path, const char *out_path);
+/* Converts a llama2.c checkpoint (+ its tokenizer.bin, or NULL) to a GGUF model file, atomically, with
+ * matrices stored as TYPE (norms stay F32). */
+int kiln_convert_llama2c(const char *ckpt_path, const char *tokenizer_path, const char *out_path, kiln_type type);
 
 #ifdef __cplusplus
 }

@@ -1,5 +1,7 @@
 #include "base/error.h"
 
+#include "kiln.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,3 +48,5 @@ char *kiln_xstrdup(const char *s) {
     size_t n = strlen(s) + 1;
     return memcpy(kiln_xmalloc(n), s, n);
 }
+
+const char *kiln_last_error(void) { return errmsg; }

@@ -1,0 +1,152 @@
+/* The forward pass. A batch of T tokens goes through each layer as matrices (T rows), so prefill is
+ * matrix-matrix work and decode (T == 1) the same code with one row. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/error.h"
+#include "kernels/kernels.h"
+#include "model/transformer.h"
+
+enum { MAX_BATCH = 512 }; /* prefill runs in chunks of this many tokens: bounds scratch memory */
+
+kiln_state *kiln_state_new(const kiln_config *c, int n_ctx) {
+    kiln_state *s = kiln_xcalloc(1, sizeof *s);
+    int B = MAX_BATCH, qdim = c->n_heads * c->head_dim, kvdim = c->n_kv_heads * c->head_dim;
+    int wide = c->dim > qdim ? c->dim : qdim;
+    s->n_ctx = n_ctx;
+    s->max_batch = B;
+    /* calloc: the kernel hands out zero pages lazily, so a long context costs only what is used */
+    s->k_cache = kiln_xcalloc((size_t)c->n_layers * n_ctx * kvdim, sizeof(float));
+    s->v_cache = kiln_xcalloc((size_t)c->n_layers * n_ctx * kvdim, sizeof(float));
+    s->x = kiln_xmalloc(sizeof(float) * B * c->dim);
+    s->xb = kiln_xmalloc(sizeof(float) * B * wide);
+    s->q = kiln_xmalloc(sizeof(float) * B * qdim);
+    s->att = kiln_xmalloc(sizeof(float) * B * qdim);
+    s->hb = kiln_xmalloc(sizeof(float) * B * c->ffn_dim);
+    s->hb2 = kiln_xmalloc(sizeof(float) * B * c->ffn_dim);
+    s->row = kiln_xmalloc(sizeof(float) * c->dim);
+    return s;
+}
+
+void kiln_state_free(kiln_state *s) {
+    if (!s) return;
+    free(s->k_cache);
+    free(s->v_cache);
+    free(s->x);
+    free(s->xb);
+    free(s->q);
+    free(s->att);
+    free(s->hb);
+    free(s->hb2);
+    free(s->row);
+    free(s);
+}
+
+static void add_bias(float *y, const float *b, int T, int n) {
+    if (!b) return;
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < n; i++) y[(size_t)t * n + i] += b[i];
+}
+
+static void add_rows(float *x, const float *y, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] += y[i];
+}
+
+static void norm_rows(const kiln_config *c, float *out, const float *x, const float *w, const float *b, int T) {
+    for (int t = 0; t < T; t++) {
+        size_t o = (size_t)t * c->dim;
+        if (c->norm == KILN_NORM_RMS) kiln_rmsnorm(out + o, x + o, w, c->dim, c->norm_eps);
+        else kiln_layernorm(out + o, x + o, w, b, c->dim, c->norm_eps);
+    }
+}
+
+static void matmul(float *y, const float *x, const kiln_mat *w, int T) {
+    kiln_matmul(y, x, w->data, w->type, T, w->rows, w->cols);
+}
+
+static void embed(const kiln_config *c, const kiln_weights *w, float *x, float *row, const int32_t *tokens, int T,
+                  int pos0) {
+    size_t rb = kiln_row_bytes(w->tok_embd.type, c->dim);
+    for (int t = 0; t < T; t++) {
+        float *xt = x + (size_t)t * c->dim;
+        kiln_row_to_f32(xt, (const char *)w->tok_embd.data + rb * tokens[t], w->tok_embd.type, c->dim);
+        if (c->pos == KILN_POS_LEARNED) {
+            size_t pb = kiln_row_bytes(w->pos_embd.type, c->dim);
+            kiln_row_to_f32(row, (const char *)w->pos_embd.data + pb * (pos0 + t), w->pos_embd.type, c->dim);
+            add_rows(xt, row, c->dim);
+        }
+    }
+}
+
+static void attention_block(const kiln_config *c, const kiln_layer_weights *L, kiln_state *s, int layer, int T,
+                            int pos0) {
+    int qdim = c->n_heads * c->head_dim, kvdim = c->n_kv_heads * c->head_dim;
+    float *kc = s->k_cache + (size_t)layer * s->n_ctx * kvdim, *vc = s->v_cache + (size_t)layer * s->n_ctx * kvdim;
+    float *k = kc + (size_t)pos0 * kvdim, *v = vc + (size_t)pos0 * kvdim; /* new rows go straight into the cache */
+    norm_rows(c, s->xb, s->x, L->attn_norm, L->attn_norm_b, T);
+    matmul(s->q, s->xb, &L->wq, T);
+    matmul(k, s->xb, &L->wk, T);
+    matmul(v, s->xb, &L->wv, T);
+    add_bias(s->q, L->bq, T, qdim);
+    add_bias(k, L->bk, T, kvdim);
+    add_bias(v, L->bv, T, kvdim);
+    if (c->pos == KILN_POS_ROPE)
+        for (int t = 0; t < T; t++) {
+            kiln_rope(s->q + (size_t)t * qdim, c->n_heads, c->head_dim, c->rope_dim, pos0 + t, c->rope_theta,
+                      c->rope_style);
+            kiln_rope(k + (size_t)t * kvdim, c->n_kv_heads, c->head_dim, c->rope_dim, pos0 + t, c->rope_theta,
+                      c->rope_style);
+        }
+    kiln_attention(s->att, s->q, kc, vc, T, pos0, c->n_heads, c->n_kv_heads, c->head_dim, kvdim,
+                   1.0f / sqrtf((float)c->head_dim));
+    matmul(s->xb, s->att, &L->wo, T);
+    add_bias(s->xb, L->bo, T, c->dim);
+    add_rows(s->x, s->xb, (size_t)T * c->dim);
+}
+
+static void mlp_block(const kiln_config *c, const kiln_layer_weights *L, kiln_state *s, int T) {
+    size_t n = (size_t)T * c->ffn_dim;
+    norm_rows(c, s->xb, s->x, L->ffn_norm, L->ffn_norm_b, T);
+    if (c->act == KILN_ACT_SWIGLU) {
+        matmul(s->hb, s->xb, &L->w_gate, T);
+        matmul(s->hb2, s->xb, &L->w_up, T);
+        kiln_swiglu(s->hb, s->hb2, (int)n);
+    } else {
+        matmul(s->hb, s->xb, &L->w_up, T);
+        add_bias(s->hb, L->b_up, T, c->ffn_dim);
+        kiln_gelu(s->hb, (int)n);
+    }
+    matmul(s->xb, s->hb, &L->w_down, T);
+    add_bias(s->xb, L->b_down, T, c->dim);
+    add_rows(s->x, s->xb, (size_t)T * c->dim);
+}
+
+static void forward_chunk(const kiln_config *c, const kiln_weights *w, kiln_state *s, const int32_t *tokens, int T,
+                          int pos0, float *logits, int all) {
+    embed(c, w, s->x, s->row, tokens, T, pos0);
+    for (int l = 0; l < c->n_layers; l++) {
+        attention_block(c, &w->layers[l], s, l, T, pos0);
+        mlp_block(c, &w->layers[l], s, T);
+    }
+    if (!logits) return; /* a chunk before the last one only fills the cache */
+    if (all) {
+        norm_rows(c, s->xb, s->x, w->out_norm, w->out_norm_b, T);
+        matmul(logits, s->xb, &w->output, T);
+    } else {
+        norm_rows(c, s->xb, s->x + (size_t)(T - 1) * c->dim, w->out_norm, w->out_norm_b, 1);
+        matmul(logits, s->xb, &w->output, 1);
+    }
+}
+
+void kiln_forward(const kiln_config *c, const kiln_weights *w, kiln_state *s, const int32_t *tokens, int T, int pos0,
+                  float *logits, int all) {
+    for (int done = 0; done < T;) {
+        int n = T - done < s->max_batch ? T - done : s->max_batch;
+        int last = done + n == T;
+        if (all) forward_chunk(c, w, s, tokens + done, n, pos0 + done, logits + (size_t)done * c->n_vocab, 1);
+        else if (last) forward_chunk(c, w, s, tokens + done, n, pos0 + done, logits, 0);
+        else forward_chunk(c, w, s, tokens + done, n, pos0 + done, NULL, 0);
+        done += n;
+    }
+}
