@@ -3,28 +3,10 @@
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
+#include "api/api.h"
 #include "base/error.h"
-#include "format/gguf.h"
-#include "format/model_file.h"
 #include "kernels/kernels.h"
-#include "kiln.h"
-#include "tokenizer/tokenizer.h"
-
-struct kiln_model {
-    kiln_config cfg;
-    gguf_file *file;
-    model_file_weights weights;
-    kiln_tokenizer *tok; /* NULL when the file has none */
-};
-
-struct kiln_ctx {
-    const kiln_model *m;
-    kiln_state *state;
-    int pos;
-    float *logits;
-};
 
 void kiln_set_threads(int n) {
     if (n > 0) omp_set_num_threads(n);
