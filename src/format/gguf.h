@@ -69,6 +69,7 @@ typedef struct {
     gguf_tensor *tensors;
     size_t alignment;
     size_t data_offset;
+    bool owns_map; /* map came from gguf_open: gguf_close unmaps it */
 } gguf_file;
 
 /* Opens and validates PATH. NULL with an error naming PATH and what is wrong. */
@@ -110,6 +111,7 @@ void gguf_set_bool(gguf_writer *w, const char *key, bool v);
 void gguf_set_str(gguf_writer *w, const char *key, const char *v);
 /* Array of fixed-size elements (not STRING/ARRAY), N of them, packed little-endian in DATA. */
 void gguf_set_arr(gguf_writer *w, const char *key, gguf_vtype type, const void *data, uint64_t n);
+/* LENS may be NULL when the strings are NUL-terminated. */
 void gguf_set_arr_str(gguf_writer *w, const char *key, const char *const *strs, const size_t *lens, uint64_t n);
 /* Copies every key/value of G (e.g. to carry a tokenizer over) except those the writer already has. */
 void gguf_copy_kvs(gguf_writer *w, const gguf_file *g);
