@@ -18,7 +18,8 @@ kiln_tokenizer *tokenizer_new_bytes(void);
  * tokens; ids 0,1,2 are <unk>,<s>,</s>. NULL with an error naming PATH. */
 kiln_tokenizer *tokenizer_load_llama2c(const char *path, int n_vocab);
 /* From tokenizer.ggml.* of G. NULL (no error) when G has no tokenizer.ggml.model; NULL with an error
- * when it has a malformed or unsupported one. */
+ * when it has a malformed or unsupported one. A "llama" vocabulary of exactly the 256 byte tokens
+ * "<0x00>".."<0xFF>" in order is the byte-level one. */
 kiln_tokenizer *tokenizer_from_gguf(const gguf_file *g);
 /* Writes tokenizer.ggml.* (model, tokens, scores, token_type, bos/eos/unk ids, add_bos_token,
  * add_space_prefix) so llama.cpp reads them too. */
@@ -28,6 +29,8 @@ void tokenizer_free(kiln_tokenizer *t);
 int tokenizer_n_vocab(const kiln_tokenizer *t);
 int tokenizer_bos(const kiln_tokenizer *t); /* -1 when none */
 int tokenizer_eos(const kiln_tokenizer *t);
+/* Whether the vocabulary asks for BOS at the start of a text (tokenizer.ggml.add_bos_token). */
+int tokenizer_add_bos(const kiln_tokenizer *t);
 
 /* Encodes LEN bytes of TEXT; ADD_BOS prepends BOS where the vocabulary has one. Returns the number of
  * ids written to OUT, or -1 if more than MAX would be needed (error says so). */
