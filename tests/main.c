@@ -108,6 +108,13 @@ int test_run(const char *cmd, char **out, char **err) {
     return 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
 }
 
+/* Each test starts with an empty scratch directory: leftovers of an earlier run must not change it. */
+static void clear_scratch(const char *name) {
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "rm -rf 'build/tmp/%s'", name);
+    if (system(cmd) != 0) fprintf(stderr, "warning: could not clear build/tmp/%s\n", name);
+}
+
 static int matches(const char *name, int argc, char **argv) {
     int any = 0;
     for (int i = 1; i < argc; i++) {
@@ -139,6 +146,7 @@ int main(int argc, char **argv) {
         pid_t pid = fork();
         if (pid == 0) {
             current_test = cases[i].name;
+            clear_scratch(current_test);
             alarm(TEST_TIME_LIMIT_S);
             cases[i].fn();
             fflush(stdout);
