@@ -1,22 +1,195 @@
-/* Run-time dispatch of the kernels to the best implementation this CPU supports. */
+/* Run-time dispatch of the kernels to the best implementation this CPU supports, and the threaded
+ * drivers of the matrix-vector product and rope (gemm.c and attention.c hold the other two).
+ *
+ * The table is chosen once: the best of avx512 > avx2 > scalar that the CPU (and OS) supports, capped by
+ * KILN_ISA. Threads are OpenMP's: one parallel region per call with a static split, so a call costs a
+ * fork and a join (about a microsecond while the pool is spinning) on top of its work. */
+#include <math.h>
+#include <omp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/error.h"
+#include "kernels/isa.h"
 #include "kernels/kernels.h"
 
-const char *kiln_isa(void) { return "scalar"; }
+const kiln_kernels kiln_kernels_scalar = {
+    .name = "scalar",
+    .rmsnorm = kiln_rmsnorm_ref,
+    .layernorm = kiln_layernorm_ref,
+    .softmax = kiln_softmax_ref,
+    .gelu = kiln_gelu_ref,
+    .swiglu = kiln_swiglu_ref,
+};
+
+static const kiln_kernels *supported[4];
+static const kiln_kernels *active;
+static pthread_once_t chosen = PTHREAD_ONCE_INIT;
+
+/* Rank of an instruction set by name, best first; -1 for a name that is none of them. */
+static int isa_rank(const char *name) {
+    static const char *const order[] = {"avx512", "avx2", "scalar"};
+    for (int i = 0; i < 3; i++)
+        if (strcmp(name, order[i]) == 0) return i;
+    return -1;
+}
+
+static void choose(void) {
+    int n = 0;
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("f16c"))
+        supported[n++] = &kiln_kernels_avx512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
+        supported[n++] = &kiln_kernels_avx2;
+    supported[n++] = &kiln_kernels_scalar;
+    supported[n] = NULL;
+    active = supported[0];
+    const char *cap = getenv("KILN_ISA");
+    if (!cap || !*cap) return;
+    int cap_rank = isa_rank(cap);
+    if (cap_rank < 0) {
+        fprintf(stderr, "kiln: KILN_ISA=%s is not one of avx512, avx2, scalar; ignored\n", cap);
+        return;
+    }
+    for (int i = 0; supported[i]; i++)
+        if (isa_rank(supported[i]->name) >= cap_rank) {
+            active = supported[i];
+            return;
+        }
+}
+
+const kiln_kernels *const *kiln_kernels_supported(void) {
+    pthread_once(&chosen, choose);
+    return supported;
+}
+
+const kiln_kernels *kiln_kernels_active(void) {
+    pthread_once(&chosen, choose);
+    return active;
+}
+
+const char *kiln_isa(void) { return kiln_kernels_active()->name; }
+
+/* First row of thread TID's share of N rows: shares start on multiples of 16 rows so no two threads
+ * write the same cache line of y. */
+static int row_split(int N, int tid, int nth) {
+    return tid == nth ? N : (int)((int64_t)N * tid / nth) & ~15;
+}
+
+void kiln_matmul_with(const kiln_kernels *kk, float *Y, const float *X, const void *W, int type, int T, int N,
+                      int K) {
+    if (T <= 0 || N <= 0) return;
+    size_t ny = (size_t)T * N;
+    if (kiln_row_bytes(type, 1) == 0) { /* not a weight type: make the mistake loud, not plausible */
+        for (size_t i = 0; i < ny; i++) Y[i] = NAN;
+        return;
+    }
+    if (K <= 0) {
+        memset(Y, 0, ny * sizeof *Y);
+        return;
+    }
+    if (!kk->matvec) {
+        kiln_matmul_ref(Y, X, W, type, T, N, K);
+        return;
+    }
+    if (T > 1) {
+        kiln_gemm_with(kk, Y, X, W, type, T, N, K);
+        return;
+    }
+    /* Below ~128K weights the fork and join cost more than the second thread saves. (Not an `if`
+     * clause: an inactive parallel region still costs more than a small product, ~1.3 us.) */
+    if ((int64_t)N * K < (1 << 17)) {
+        kk->matvec(Y, X, W, type, 0, N, K);
+        return;
+    }
+#pragma omp parallel
+    {
+        int nth = omp_get_num_threads(), tid = omp_get_thread_num();
+        kk->matvec(Y, X, W, type, row_split(N, tid, nth), row_split(N, tid + 1, nth), K);
+    }
+}
 
 void kiln_matmul(float *Y, const float *X, const void *W, int type, int T, int N, int K) {
-    kiln_matmul_ref(Y, X, W, type, T, N, K);
+    kiln_matmul_with(kiln_kernels_active(), Y, X, W, type, T, N, K);
 }
-void kiln_rmsnorm(float *out, const float *x, const float *w, int n, float eps) { kiln_rmsnorm_ref(out, x, w, n, eps); }
-void kiln_layernorm(float *out, const float *x, const float *w, const float *b, int n, float eps) {
-    kiln_layernorm_ref(out, x, w, b, n, eps);
+
+/* Rope angles of the calling thread's last call: the frequencies depend only on (theta, rot_dim), and q
+ * and k are rotated at the same position one after the other, so both are usually reused. The formulas
+ * are the reference's, in double, so the rotation is bit-identical to it. */
+static _Thread_local struct {
+    float theta;
+    int rot_dim, pos, style, valid_freq, valid_angles, cap;
+    double *freq;
+    float *cos, *sin;
+} rope_cache;
+
+static void rope_angles(int rot_dim, int pos, float theta, int style) {
+    int half = rot_dim / 2;
+    if (rope_cache.cap < rot_dim) {
+        free(rope_cache.freq);
+        free(rope_cache.cos);
+        free(rope_cache.sin);
+        rope_cache.freq = kiln_xmalloc(sizeof(double) * (size_t)rot_dim);
+        rope_cache.cos = kiln_xmalloc(sizeof(float) * (size_t)rot_dim);
+        rope_cache.sin = kiln_xmalloc(sizeof(float) * (size_t)rot_dim);
+        rope_cache.cap = rot_dim;
+        rope_cache.valid_freq = rope_cache.valid_angles = 0;
+    }
+    if (!rope_cache.valid_freq || rope_cache.theta != theta || rope_cache.rot_dim != rot_dim) {
+        for (int i = 0; i < half; i++) rope_cache.freq[i] = pow((double)theta, -2.0 * i / rot_dim);
+        rope_cache.theta = theta;
+        rope_cache.rot_dim = rot_dim;
+        rope_cache.valid_freq = 1;
+        rope_cache.valid_angles = 0;
+    }
+    if (rope_cache.valid_angles && rope_cache.pos == pos && rope_cache.style == style) return;
+    for (int i = 0; i < half; i++) {
+        double a = pos * rope_cache.freq[i];
+        float c = (float)cos(a), s = (float)sin(a);
+        if (style == KILN_ROPE_NEOX) {
+            rope_cache.cos[i] = c;
+            rope_cache.sin[i] = s;
+        } else {
+            rope_cache.cos[2 * i] = rope_cache.cos[2 * i + 1] = c;
+            rope_cache.sin[2 * i] = -s;
+            rope_cache.sin[2 * i + 1] = s;
+        }
+    }
+    rope_cache.pos = pos;
+    rope_cache.style = style;
+    rope_cache.valid_angles = 1;
 }
-void kiln_softmax(float *x, int n) { kiln_softmax_ref(x, n); }
-void kiln_gelu(float *x, int n) { kiln_gelu_ref(x, n); }
-void kiln_swiglu(float *gate, const float *up, int n) { kiln_swiglu_ref(gate, up, n); }
+
+void kiln_rope_with(const kiln_kernels *kk, float *x, int n_heads, int head_dim, int rot_dim, int pos, float theta,
+                    int style) {
+    if (!kk->rope_apply || rot_dim < 2) {
+        kiln_rope_ref(x, n_heads, head_dim, rot_dim, pos, theta, style);
+        return;
+    }
+    rope_angles(rot_dim, pos, theta, style);
+    /* An odd last dimension belongs to no pair and stays as it is, as in the reference. */
+    kk->rope_apply(x, n_heads, head_dim, rot_dim & ~1, rope_cache.cos, rope_cache.sin, style);
+}
+
 void kiln_rope(float *x, int n_heads, int head_dim, int rot_dim, int pos, float theta, int style) {
-    kiln_rope_ref(x, n_heads, head_dim, rot_dim, pos, theta, style);
+    kiln_rope_with(kiln_kernels_active(), x, n_heads, head_dim, rot_dim, pos, theta, style);
 }
+
+void kiln_rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
+    kiln_kernels_active()->rmsnorm(out, x, w, n, eps);
+}
+void kiln_layernorm(float *out, const float *x, const float *w, const float *b, int n, float eps) {
+    kiln_kernels_active()->layernorm(out, x, w, b, n, eps);
+}
+void kiln_softmax(float *x, int n) { kiln_kernels_active()->softmax(x, n); }
+void kiln_gelu(float *x, int n) { kiln_kernels_active()->gelu(x, n); }
+void kiln_swiglu(float *gate, const float *up, int n) { kiln_kernels_active()->swiglu(gate, up, n); }
+
 void kiln_attention(float *out, const float *Q, const float *K, const float *V, int T, int pos0, int n_heads,
                     int n_kv_heads, int head_dim, int kv_stride, float scale) {
-    kiln_attention_ref(out, Q, K, V, T, pos0, n_heads, n_kv_heads, head_dim, kv_stride, scale);
+    kiln_attention_with(kiln_kernels_active(), out, Q, K, V, T, pos0, n_heads, n_kv_heads, head_dim, kv_stride,
+                        scale);
 }

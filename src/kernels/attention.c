@@ -1,0 +1,66 @@
+/* The threaded attention driver. Work items are independent and handed out to the OpenMP threads one
+ * at a time, the longest (latest tokens) first so the causal triangle balances:
+ *   - prefill: blocks of attn_lanes consecutive query tokens of one head, one query per vector lane;
+ *   - decode (and a prefill of too few tokens to fill the lanes): single (token, head) rows, so threads
+ *     split the heads of even a long context. */
+#include <omp.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "base/error.h"
+#include "kernels/isa.h"
+#include "kernels/kernels.h"
+
+typedef struct {
+    const kiln_kernels *kk;
+    float *out;
+    const float *Q, *K, *V;
+    int T, pos0, n_heads, group, head_dim, kv_stride, lanes, n_blocks;
+    float scale;
+} attention_job;
+
+/* Item IT: block n_blocks - 1 - IT / n_heads (the latest first) of head IT % n_heads. */
+static void attend_item(const attention_job *a, int it, float *scratch) {
+    int b = a->n_blocks - 1 - it / a->n_heads, h = it % a->n_heads, kvh = h / a->group, t0 = b * a->lanes;
+    size_t qdim = (size_t)a->n_heads * a->head_dim, off = t0 * qdim + (size_t)h * a->head_dim;
+    const float *k = a->K + (size_t)kvh * a->head_dim, *v = a->V + (size_t)kvh * a->head_dim;
+    if (a->lanes == 1)
+        a->kk->attend(a->out + off, a->Q + off, k, v, a->pos0 + t0 + 1, a->head_dim, a->kv_stride, a->scale, scratch);
+    else
+        a->kk->attend_block(a->out + off, qdim, a->Q + off, qdim, a->T - t0 < a->lanes ? a->T - t0 : a->lanes, k, v,
+                            a->pos0 + t0 + 1, a->head_dim, a->kv_stride, a->scale, scratch);
+}
+
+static float *aligned_scratch(void **raw, int head_dim) {
+    *raw = kiln_xmalloc(sizeof(float) * (KILN_ATTEND_SCRATCH(head_dim) + 16));
+    return (float *)(((uintptr_t)*raw + 63) & ~(uintptr_t)63);
+}
+
+void kiln_attention_with(const kiln_kernels *kk, float *out, const float *Q, const float *K, const float *V, int T,
+                         int pos0, int n_heads, int n_kv_heads, int head_dim, int kv_stride, float scale) {
+    if (!kk->attend) {
+        kiln_attention_ref(out, Q, K, V, T, pos0, n_heads, n_kv_heads, head_dim, kv_stride, scale);
+        return;
+    }
+    if (T <= 0 || n_heads <= 0 || n_kv_heads <= 0 || head_dim <= 0) return;
+    /* A block costs as much as its lanes full: worth it from a quarter full (measured break-even). */
+    int lanes = kk->attend_block && T >= kk->attn_lanes / 4 ? kk->attn_lanes : 1;
+    attention_job a = {kk, out, Q, K, V, T, pos0, n_heads, n_heads / n_kv_heads, head_dim, kv_stride, lanes,
+                       (T + lanes - 1) / lanes, scale};
+    int items = a.n_blocks * n_heads;
+    void *raw;
+    /* Fork only when the items hold enough multiply-adds to pay for it (~100K). */
+    if ((double)T * n_heads * (pos0 + T) * head_dim < 1e5) {
+        float *scratch = aligned_scratch(&raw, head_dim);
+        for (int it = 0; it < items; it++) attend_item(&a, it, scratch);
+        free(raw);
+        return;
+    }
+#pragma omp parallel private(raw)
+    {
+        float *scratch = aligned_scratch(&raw, head_dim);
+#pragma omp for schedule(dynamic, 1)
+        for (int it = 0; it < items; it++) attend_item(&a, it, scratch);
+        free(raw);
+    }
+}
