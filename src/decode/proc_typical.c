@@ -1,0 +1,100 @@
+/* Locally typical sampling (HF TypicalLogitsWarper, Meister et al. 2022): ranks tokens by how close
+ * their surprisal s = -log p is to the entropy H of the distribution, and keeps the smallest such prefix
+ * whose probability reaches typical_p, the crossing token and every token tied with it included, and
+ * at least min_tokens_to_keep.
+ *
+ * The selection first runs over the tokens within GAP nats of the most probable one. Every other token
+ * has s > s_min + GAP, so it ranks after any token closer to H than s_min + GAP - H: when the crossing
+ * found among the near tokens is closer than that, it is the crossing of the whole vocabulary. */
+#include <math.h>
+
+#include "base/error.h"
+#include "decode/processor.h"
+
+#define GAP 14.0f
+
+static int enabled(const kiln_gen_params *p) { return p->typical_p < 1.0f; }
+
+static int check(const kiln_gen_params *p, int n_vocab) {
+    if (!(p->typical_p > 0 && p->typical_p <= 1))
+        return kiln_fail("typical_p %g must be in (0, 1] (1 turns it off)", p->typical_p);
+    return 0;
+}
+
+/* H = -sum p log p = log S - sum e (l - max) / S over the candidates, e = exp(l - max), S = sum e. */
+static double entropy(decode_cands *c, float max, double total) {
+    const float *x = c->logits, *e = c->s->prob;
+    double dot = 0;
+    if (c->n < c->n_vocab) {
+        for (int i = 0; i < c->n; i++)
+            if (x[c->ids[i]] > -INFINITY) dot += e[c->ids[i]] * (x[c->ids[i]] - max);
+    } else {
+        for (int b = 0; b < c->n_vocab; b += 256) {
+            int end = c->n_vocab - b < 256 ? c->n_vocab : b + 256;
+            float block = 0;
+#pragma omp simd reduction(+ : block)
+            for (int i = b; i < end; i++) block += x[i] > -INFINITY ? e[i] * (x[i] - max) : 0.0f;
+            dot += block;
+        }
+    }
+    return log(total) - dot / total;
+}
+
+/* Selects among the N items (key = logit on entry) and writes the kept ids to c->s->ids; returns how
+ * many and sets *FARTHEST to the largest |s - H| kept. */
+static int select_typical(decode_cands *c, int n, double target, double h, double s_shift, int keep_min,
+                          double *farthest) {
+    decode_item *it = c->s->items;
+    for (int i = 0; i < n; i++) it[i].key = (float)-fabs(s_shift - it[i].key - h); /* s = s_shift - logit */
+    int m = decode_select_mass(it, n, target);
+    float crossing = m ? it[0].key : 0;
+    for (int i = 1; i < m; i++) crossing = it[i].key < crossing ? it[i].key : crossing;
+    for (int i = m; i < n && m > 0; i++)
+        if (it[i].key == crossing) {
+            decode_item t = it[i];
+            it[i] = it[m];
+            it[m++] = t;
+        }
+    if (m < keep_min) {
+        m = keep_min < n ? keep_min : n;
+        decode_partition(it, n, m);
+    }
+    *farthest = 0;
+    for (int i = 0; i < m; i++) {
+        c->s->ids[i] = it[i].id;
+        *farthest = fmax(*farthest, -it[i].key);
+    }
+    return m;
+}
+
+static void apply(const kiln_gen_params *p, const decode_history *h, decode_cands *c) {
+    float max = cands_max(c);
+    if (max == -INFINITY) return;
+    double total = cands_exp(c, max), ent = entropy(c, max, total), s_shift = max + log(total);
+    double target = p->typical_p * total * (1 - DECODE_MASS_SLACK), farthest;
+    int keep_min = p->min_tokens_to_keep;
+    int32_t *near = c->s->ids;
+    int n = decode_collect_ge(c->logits, c->n < c->n_vocab ? c->ids : NULL, c->n, max - GAP, near);
+    if (n < c->n && n <= c->n_vocab / 8 && n >= keep_min) { /* few: else the bucketed cut costs less */
+        double mass = 0;
+        for (int i = 0; i < n; i++) mass += c->s->prob[near[i]];
+        if (mass >= target) {
+            for (int i = 0; i < n; i++) c->s->items[i] = (decode_item){c->logits[near[i]], c->s->prob[near[i]], near[i]};
+            int m = select_typical(c, n, target, ent, s_shift, keep_min, &farthest);
+            if (farthest < s_shift - max + GAP - ent) { /* s_min = s_shift - max */
+                cands_keep(c, m);
+                return;
+            }
+        }
+    }
+    if (c->n == c->n_vocab) { /* the bucketed cut, ranked by -|s - H| = -|center - logit| */
+        float center = (float)(s_shift - ent), *key = c->s->key;
+        const float *x = c->logits;
+#pragma omp simd
+        for (int i = 0; i < c->n_vocab; i++) key[i] = -fabsf(center - x[i]);
+        if (cands_cut(c, key, target, keep_min, 1)) return;
+    }
+    cands_keep(c, select_typical(c, cands_items(c), target, ent, s_shift, keep_min, &farthest));
+}
+
+const decode_processor proc_typical_p = {"typical_p", 1, enabled, check, apply};
