@@ -68,6 +68,19 @@ static int check_matmul_sizes(int type, int T) {
 TEST(matvec_equals_reference_for_f32_weights) { check_matmul_sizes(KILN_TYPE_F32, 1); }
 TEST(matvec_equals_reference_for_f16_weights) { check_matmul_sizes(KILN_TYPE_F16, 1); }
 TEST(matvec_equals_reference_for_bf16_weights) { check_matmul_sizes(KILN_TYPE_BF16, 1); }
+TEST(short_batch_matmul_equals_reference_for_every_token_count_and_type) {
+    int types[] = {KILN_TYPE_F32, KILN_TYPE_F16, KILN_TYPE_BF16};
+    for (const kiln_kernels *const *kk = kiln_kernels_supported(); *kk; kk++) {
+        if (!(*kk)->matvec) continue;
+        for (int ty = 0; ty < 3; ty++)
+            for (int T = 2; T <= 9; T++) { /* 9: just past the short-batch path */
+                check_matmul_against_reference(*kk, types[ty], T, 67, 257);
+                check_matmul_against_reference(*kk, types[ty], T, 3, 33);
+                check_matmul_against_reference(*kk, types[ty], T, 515, 1001); /* threaded */
+            }
+    }
+}
+
 TEST(prefill_matmul_equals_reference_for_f32_weights) {
     check_matmul_sizes(KILN_TYPE_F32, 2);
     check_matmul_sizes(KILN_TYPE_F32, 33);

@@ -191,3 +191,67 @@ void kiln_tile_avx512(float *Y, size_t ldy, int mt, int nt, const float *xp, con
         _mm512_mask_storeu_ps(y + 16, m1, c[r][1]);
     }
 }
+
+/* Skinny products (a few tokens, T <= KILN_SKINNY_T_MAX): every block of four weight rows is read
+ * from memory once and used for all T tokens, in groups of up to 4 tokens (16 accumulators), so a
+ * short batch costs about what one token costs — what speculative verification and beams need; the
+ * packing GEMM would spend a 14-token tile on each. */
+INLINE void skinny_rows(float *Y, size_t ldy, const float *X, int K, const void *W, const int type, int i, int tg) {
+    const void *w[4];
+    for (int r = 0; r < 4; r++) w[r] = row_at(W, type, i + r, K);
+    __m512 acc[4][4];
+#pragma GCC unroll 4
+    for (int r = 0; r < 4; r++)
+#pragma GCC unroll 4
+        for (int t = 0; t < 4; t++) acc[r][t] = _mm512_setzero_ps();
+    for (int j = 0; j < K; j += 16) {
+        __mmask16 m = K - j >= 16 ? 0xffff : (__mmask16)((1u << (K - j)) - 1);
+        __m512 wv[4];
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; r++) wv[r] = load_w(w[r], type, j, m);
+#pragma GCC unroll 4
+        for (int t = 0; t < 4; t++) {
+            if (t >= tg) break;
+            __m512 xv = _mm512_maskz_loadu_ps(m, X + (size_t)t * K + j);
+#pragma GCC unroll 4
+            for (int r = 0; r < 4; r++) acc[r][t] = _mm512_fmadd_ps(wv[r], xv, acc[r][t]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int t = 0; t < 4; t++) {
+        if (t >= tg) break;
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; r++) Y[(size_t)t * ldy + i + r] = _mm512_reduce_add_ps(acc[r][t]);
+    }
+}
+
+INLINE void skinny_type(float *Y, const float *X, const void *W, const int type, int T, int N, int r0, int r1,
+                        int K) {
+    int i = r0;
+    for (; i + 4 <= r1; i += 4)
+        for (int t0 = 0; t0 < T; t0 += 4) {
+            int tg = T - t0 < 4 ? T - t0 : 4;
+            float *y = Y + (size_t)t0 * N;
+            const float *x = X + (size_t)t0 * K;
+            switch (tg) { /* constant token counts let the accumulators live in registers */
+            case 1: skinny_rows(y, N, x, K, W, type, i, 1); break;
+            case 2: skinny_rows(y, N, x, K, W, type, i, 2); break;
+            case 3: skinny_rows(y, N, x, K, W, type, i, 3); break;
+            default: skinny_rows(y, N, x, K, W, type, i, 4); break;
+            }
+        }
+    for (; i < r1; i++) /* leftover rows: one matrix-vector product per token */
+        for (int t = 0; t < T; t++) {
+            float yi;
+            matvec_type(&yi, X + (size_t)t * K, row_at(W, type, i, K), type, 0, 1, K);
+            Y[(size_t)t * N + i] = yi;
+        }
+}
+
+void kiln_skinny_avx512(float *Y, const float *X, const void *W, int type, int T, int N, int r0, int r1, int K) {
+    switch (type) {
+    case KILN_TYPE_F32: skinny_type(Y, X, W, KILN_TYPE_F32, T, N, r0, r1, K); break;
+    case KILN_TYPE_F16: skinny_type(Y, X, W, KILN_TYPE_F16, T, N, r0, r1, K); break;
+    case KILN_TYPE_BF16: skinny_type(Y, X, W, KILN_TYPE_BF16, T, N, r0, r1, K); break;
+    }
+}
