@@ -89,7 +89,7 @@ TEST(context_rolls_back_and_recomputes_the_same_logits) {
     CHECK(kiln_ctx_truncate(c, 3) == 0);
     CHECK_EQ_INT(kiln_ctx_pos(c), 3);
     CHECK(kiln_eval(c, toks + 3, 3, NULL) == 0);
-    CHECK_CLOSE(kiln_logits(c), first, V, 1e-6f, 1e-6f, "logits after rollback");
+    CHECK_CLOSE(kiln_logits(c), first, V, 1e-5f, 1e-5f, "logits after rollback"); /* batch sizes differ: sum order too */
 }
 
 TEST(eval_rejects_tokens_outside_the_vocabulary_and_context_overflow) {

@@ -445,11 +445,20 @@ TEST(gguf_without_a_tokenizer_gives_null_and_no_error) {
     gguf_close(g);
 }
 
+static void set_model_bert(gguf_writer *w, const gguf_file *g) { gguf_set_str(w, "tokenizer.ggml.model", "bert"); }
+
+TEST(gguf_tokenizer_model_bert_is_refused_by_name) {
+    CHECK(load_edited(set_model_bert) == NULL);
+    CHECKF(strstr(kiln_errmsg(), "edited.gguf: unsupported tokenizer model 'bert' (supported: llama, gpt2)"), "%s",
+           kiln_errmsg());
+}
+
 static void set_model_gpt2(gguf_writer *w, const gguf_file *g) { gguf_set_str(w, "tokenizer.ggml.model", "gpt2"); }
 
-TEST(gguf_tokenizer_model_gpt2_is_refused_by_name) {
+TEST(gguf_tokenizer_model_gpt2_over_a_sentencepiece_vocabulary_is_refused_naming_the_token) {
     CHECK(load_edited(set_model_gpt2) == NULL);
-    CHECKF(strstr(kiln_errmsg(), "edited.gguf: unsupported tokenizer model 'gpt2'"), "%s", kiln_errmsg());
+    CHECKF(strstr(kiln_errmsg(), "edited.gguf: token 0 has type 2, which a byte-level BPE vocabulary does not have"),
+           "%s", kiln_errmsg());
 }
 
 static void drop_a_score(gguf_writer *w, const gguf_file *g) {

@@ -6,7 +6,7 @@
 #include "kiln.h"
 
 static const char *NORMS[] = {"rmsnorm", "layernorm"}, *POSITIONS[] = {"rope", "learned"},
-                  *ACTS[] = {"swiglu", "gelu"}, *ROPES[] = {"interleaved", "neox"};
+                  *ACTS[] = {"swiglu", "gelu", "geglu"}, *ROPES[] = {"interleaved", "neox"};
 
 static int info(int argc, char **argv) {
     int tensors = 1;

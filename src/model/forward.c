@@ -26,6 +26,11 @@ kiln_state *kiln_state_new(const kiln_config *c, int n_ctx) {
     s->hb = kiln_xmalloc(sizeof(float) * B * c->ffn_dim);
     s->hb2 = kiln_xmalloc(sizeof(float) * B * c->ffn_dim);
     s->row = kiln_xmalloc(sizeof(float) * c->dim);
+    s->hidden = kiln_xcalloc(c->dim, sizeof(float));
+    int half = c->rope_dim / 2 > 0 ? c->rope_dim / 2 : 1;
+    s->rope_inv_freq = kiln_xmalloc(sizeof(float) * half);
+    s->rope_cos = kiln_xmalloc(sizeof(float) * half);
+    s->rope_sin = kiln_xmalloc(sizeof(float) * half);
     return s;
 }
 
@@ -40,6 +45,10 @@ void kiln_state_free(kiln_state *s) {
     free(s->hb);
     free(s->hb2);
     free(s->row);
+    free(s->hidden);
+    free(s->rope_inv_freq);
+    free(s->rope_cos);
+    free(s->rope_sin);
     free(s);
 }
 
@@ -71,11 +80,46 @@ static void embed(const kiln_config *c, const kiln_weights *w, float *x, float *
     for (int t = 0; t < T; t++) {
         float *xt = x + (size_t)t * c->dim;
         kiln_row_to_f32(xt, (const char *)w->tok_embd.data + rb * tokens[t], w->tok_embd.type, c->dim);
+        if (c->embd_scale)
+            for (int i = 0; i < c->dim; i++) xt[i] *= c->embd_scale;
         if (c->pos == KILN_POS_LEARNED) {
             size_t pb = kiln_row_bytes(w->pos_embd.type, c->dim);
             kiln_row_to_f32(row, (const char *)w->pos_embd.data + pb * (pos0 + t), w->pos_embd.type, c->dim);
             add_rows(xt, row, c->dim);
         }
+    }
+}
+
+/* RoPE on the T new query and key rows: the cosines and sines of a position serve every head. */
+static void rope_rows(const kiln_config *c, kiln_state *s, float *k, int T, int pos0) {
+    int qdim = c->n_heads * c->head_dim, kvdim = c->n_kv_heads * c->head_dim, half = c->rope_dim / 2;
+    for (int t = 0; t < T; t++) {
+        for (int i = 0; i < half; i++) {
+            double a = (double)(pos0 + t) * s->rope_inv_freq[i];
+            s->rope_cos[i] = (float)cos(a) * s->rope_mscale;
+            s->rope_sin[i] = (float)sin(a) * s->rope_mscale;
+        }
+        kiln_rope_apply(s->q + (size_t)t * qdim, c->n_heads, c->head_dim, c->rope_dim, c->rope_style, s->rope_cos,
+                        s->rope_sin);
+        kiln_rope_apply(k + (size_t)t * kvdim, c->n_kv_heads, c->head_dim, c->rope_dim, c->rope_style, s->rope_cos,
+                        s->rope_sin);
+    }
+}
+
+/* Causal attention of the T new queries; with a sliding window each query sees only the last
+ * sliding_window positions, so each runs against its own slice of the cache. */
+static void attend(const kiln_config *c, kiln_state *s, const float *kc, const float *vc, int T, int pos0) {
+    int qdim = c->n_heads * c->head_dim, kvdim = c->n_kv_heads * c->head_dim, W = c->sliding_window;
+    float scale = 1.0f / sqrtf((float)c->head_dim);
+    if (!W || pos0 + T <= W) {
+        kiln_attention(s->att, s->q, kc, vc, T, pos0, c->n_heads, c->n_kv_heads, c->head_dim, kvdim, scale);
+        return;
+    }
+    for (int t = 0; t < T; t++) {
+        int pos = pos0 + t, first = pos - W + 1 > 0 ? pos - W + 1 : 0;
+        size_t o = (size_t)first * kvdim;
+        kiln_attention(s->att + (size_t)t * qdim, s->q + (size_t)t * qdim, kc + o, vc + o, 1, pos - first,
+                       c->n_heads, c->n_kv_heads, c->head_dim, kvdim, scale);
     }
 }
 
@@ -91,15 +135,12 @@ static void attention_block(const kiln_config *c, const kiln_layer_weights *L, k
     add_bias(s->q, L->bq, T, qdim);
     add_bias(k, L->bk, T, kvdim);
     add_bias(v, L->bv, T, kvdim);
-    if (c->pos == KILN_POS_ROPE)
-        for (int t = 0; t < T; t++) {
-            kiln_rope(s->q + (size_t)t * qdim, c->n_heads, c->head_dim, c->rope_dim, pos0 + t, c->rope_theta,
-                      c->rope_style);
-            kiln_rope(k + (size_t)t * kvdim, c->n_kv_heads, c->head_dim, c->rope_dim, pos0 + t, c->rope_theta,
-                      c->rope_style);
-        }
-    kiln_attention(s->att, s->q, kc, vc, T, pos0, c->n_heads, c->n_kv_heads, c->head_dim, kvdim,
-                   1.0f / sqrtf((float)c->head_dim));
+    if (c->pos == KILN_POS_ROPE) rope_rows(c, s, k, T, pos0);
+    for (int t = 0; c->attn_logn && t < T; t++) {
+        float f = kiln_logn_scale(c, pos0 + t);
+        for (int i = 0; i < qdim; i++) s->q[(size_t)t * qdim + i] *= f;
+    }
+    attend(c, s, kc, vc, T, pos0);
     matmul(s->xb, s->att, &L->wo, T);
     add_bias(s->xb, L->bo, T, c->dim);
     add_rows(s->x, s->xb, (size_t)T * c->dim);
@@ -112,6 +153,11 @@ static void mlp_block(const kiln_config *c, const kiln_layer_weights *L, kiln_st
         matmul(s->hb, s->xb, &L->w_gate, T);
         matmul(s->hb2, s->xb, &L->w_up, T);
         kiln_swiglu(s->hb, s->hb2, (int)n);
+    } else if (c->act == KILN_ACT_GEGLU) {
+        matmul(s->hb, s->xb, &L->w_gate, T);
+        matmul(s->hb2, s->xb, &L->w_up, T);
+        kiln_gelu(s->hb, (int)n);
+        for (size_t i = 0; i < n; i++) s->hb[i] *= s->hb2[i];
     } else {
         matmul(s->hb, s->xb, &L->w_up, T);
         add_bias(s->hb, L->b_up, T, c->ffn_dim);
@@ -137,10 +183,15 @@ static void forward_chunk(const kiln_config *c, const kiln_weights *w, kiln_stat
         norm_rows(c, s->xb, s->x + (size_t)(T - 1) * c->dim, w->out_norm, w->out_norm_b, 1);
         matmul(logits, s->xb, &w->output, 1);
     }
+    memcpy(s->hidden, s->xb + (size_t)(all ? T - 1 : 0) * c->dim, sizeof(float) * c->dim);
 }
 
 void kiln_forward(const kiln_config *c, const kiln_weights *w, kiln_state *s, const int32_t *tokens, int T, int pos0,
                   float *logits, int all) {
+    if (!s->rope_ready && c->pos == KILN_POS_ROPE) {
+        kiln_rope_freqs(c, s->n_ctx, w->rope_freqs, s->rope_inv_freq, &s->rope_mscale);
+        s->rope_ready = 1;
+    }
     for (int done = 0; done < T;) {
         int n = T - done < s->max_batch ? T - done : s->max_batch;
         int last = done + n == T;
@@ -149,4 +200,8 @@ void kiln_forward(const kiln_config *c, const kiln_weights *w, kiln_state *s, co
         else forward_chunk(c, w, s, tokens + done, n, pos0 + done, NULL, 0);
         done += n;
     }
+}
+
+void kiln_forward_score(const kiln_config *c, const kiln_weights *w, kiln_state *s, float *out) {
+    matmul(out, s->hidden, &w->cls, 1);
 }

@@ -32,6 +32,9 @@ typedef struct {
     kiln_layer_weights *layers;
     const float *out_norm, *out_norm_b;
     kiln_mat output;                        /* == tok_embd when tied */
+    const float *rope_freqs;                /* rope_dim/2 divisors of the RoPE frequencies (llama.cpp's
+                                               rope_freqs, llama 3.1); NULL when absent */
+    kiln_mat cls;                           /* n_cls rows of dim: the score head (n_cls > 0 only) */
 } kiln_weights;
 
 /* Per-sequence state: the KV cache (f32, layer-major: [layer][position][n_kv_heads*head_dim]) and
@@ -40,12 +43,27 @@ typedef struct {
     int n_ctx, max_batch;
     float *k_cache, *v_cache;
     float *x, *xb, *q, *att, *hb, *hb2, *row;
+    float *hidden;                          /* the last token's final-norm hidden state (score head) */
+    float *rope_inv_freq;                   /* rope_dim/2 frequencies for this context, and the YaRN */
+    float rope_mscale;                      /* factor on cos and sin: set on the first forward pass */
+    float *rope_cos, *rope_sin;
+    int rope_ready;
 } kiln_state;
 
 /* Checks that the settings are consistent (heads divide, dims positive, ...). -1 with a message. */
 int kiln_config_check(const kiln_config *c);
 /* KV cache bytes per position. */
 size_t kiln_config_kv_bytes(const kiln_config *c);
+
+/* RoPE: the inverse wavelength of each of the rope_dim/2 rotated pairs for a context of N_CTX positions
+ * (N_CTX matters for dynamic NTK scaling only), divided by FACTORS[i] when not NULL, and *MSCALE, the
+ * factor YaRN puts on cos and sin (1 otherwise). */
+void kiln_rope_freqs(const kiln_config *c, int n_ctx, const float *factors, float *inv_freq, float *mscale);
+/* Rotates the first ROPE_DIM dims of N_HEADS heads by angles whose cosines and sines are CS and SN. */
+void kiln_rope_apply(float *x, int n_heads, int head_dim, int rope_dim, int style, const float *cs, const float *sn);
+/* The factor on a query at position POS under log-n attention scaling: log(pos+1) / log(trained), trained
+ * being rope_orig_ctx when set (the context was extended) else ctx_len; 1 when off or within it. */
+float kiln_logn_scale(const kiln_config *c, int pos);
 
 kiln_state *kiln_state_new(const kiln_config *c, int n_ctx);
 void kiln_state_free(kiln_state *s);
@@ -54,5 +72,8 @@ void kiln_state_free(kiln_state *s);
  * LOGITS gets n_vocab floats per token when ALL is set, else only those after the last token. */
 void kiln_forward(const kiln_config *c, const kiln_weights *w, kiln_state *s, const int32_t *tokens, int T,
                   int pos0, float *logits, int all);
+/* The score head (n_cls > 0) on the final hidden state of the last token of the previous kiln_forward:
+ * n_cls values into OUT. */
+void kiln_forward_score(const kiln_config *c, const kiln_weights *w, kiln_state *s, float *out);
 
 #endif

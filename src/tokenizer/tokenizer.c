@@ -10,6 +10,7 @@
 
 #include "base/error.h"
 #include "base/file.h"
+#include "tokenizer/bpe.h"
 
 static int hex_digit(char c) {
     if (c >= '0' && c <= '9') return c - '0';
@@ -258,6 +259,7 @@ void tokenizer_free(kiln_tokenizer *t) {
     free(t->text_off);
     free(t->text_len);
     free(t->slots);
+    bpe_free(t->bpe);
     free(t);
 }
 
@@ -267,6 +269,7 @@ int tokenizer_eos(const kiln_tokenizer *t) { return t->eos; }
 int tokenizer_add_bos(const kiln_tokenizer *t) { return t->add_bos; }
 
 int tokenizer_encode(const kiln_tokenizer *t, const char *text, size_t len, int add_bos, int32_t *out, int max) {
+    if (t->bpe) return bpe_encode(t, text, len, add_bos, out, max);
     if (!t->is_bytes) return spm_encode(t, text, len, add_bos, out, max);
     if (max < 0 || len > (size_t)max)
         return kiln_fail("tokenizer: %zu bytes need %zu tokens, more than the %d allowed", len, len, max);
@@ -281,7 +284,7 @@ const char *tokenizer_decode(const kiln_tokenizer *t, int prev, int tok, size_t 
     }
     const char *s = t->texts + t->text_off[tok];
     size_t n = t->text_len[tok];
-    if (t->bos >= 0 && prev == t->bos && t->types[tok] != TOKEN_BYTE && n > 0 && s[0] == ' ') {
+    if (t->add_space_prefix && t->bos >= 0 && prev == t->bos && t->types[tok] != TOKEN_BYTE && n > 0 && s[0] == ' ') {
         s++;
         n--;
     }

@@ -1,7 +1,7 @@
-/* Tokenizers needed by the foundation: byte-level (256 ids, one per byte: kiln's own models) and the
- * sentencepiece-style scored vocabulary (llama/llama2.c: pieces with scores, merged greedily by best
- * score, "<0xXX>" byte-fallback pieces, "▁" for space, a dummy-prefix space).
- * Both travel in GGUF as tokenizer.ggml.* metadata (llama.cpp's keys). */
+/* Tokenizers: byte-level (256 ids, one per byte: kiln's own models), the sentencepiece-style scored
+ * vocabulary (llama/llama2.c: pieces with scores, merged greedily by best score, "<0xXX>" byte-fallback
+ * pieces, "▁" for space, a dummy-prefix space), and byte-level BPE (GPT-2, llama 3, Qwen: bpe.c).
+ * All travel in GGUF as tokenizer.ggml.* metadata (llama.cpp's keys: model "llama" or "gpt2"). */
 #ifndef KILN_TOKENIZER_H
 #define KILN_TOKENIZER_H
 
@@ -21,8 +21,8 @@ kiln_tokenizer *tokenizer_load_llama2c(const char *path, int n_vocab);
  * when it has a malformed or unsupported one. A "llama" vocabulary of exactly the 256 byte tokens
  * "<0x00>".."<0xFF>" in order is the byte-level one. */
 kiln_tokenizer *tokenizer_from_gguf(const gguf_file *g);
-/* Writes tokenizer.ggml.* (model, tokens, scores, token_type, bos/eos/unk ids, add_bos_token,
- * add_space_prefix) so llama.cpp reads them too. */
+/* Writes tokenizer.ggml.* (model, tokens, token_type, bos/eos/unk ids, add_bos_token; scores and
+ * add_space_prefix for "llama", merges and pre for "gpt2") so llama.cpp reads them too. */
 void tokenizer_to_gguf(const kiln_tokenizer *t, gguf_writer *w);
 void tokenizer_free(kiln_tokenizer *t);
 

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "base/error.h"
+#include "tokenizer/bpe.h"
 #include "tokenizer/vocab.h"
 
 #define KEY_MODEL "tokenizer.ggml.model"
@@ -17,6 +18,23 @@
 #define KEY_UNK "tokenizer.ggml.unknown_token_id"
 #define KEY_ADD_BOS "tokenizer.ggml.add_bos_token"
 #define KEY_ADD_SPACE_PREFIX "tokenizer.ggml.add_space_prefix"
+#define KEY_MERGES "tokenizer.ggml.merges"
+#define KEY_PRE "tokenizer.ggml.pre"
+#define KEY_PRE_REGEX "kiln.tokenizer.pre_regex"
+#define KEY_IGNORE_MERGES "kiln.tokenizer.ignore_merges"
+
+/* Byte-level BPE as llama.cpp stores it ("gpt2": no scores, merges "a b" by rank, the pre-tokenizer by
+ * name), with kiln's own keys for the regex itself and llama 3's ignore_merges. */
+static void bpe_to_gguf(const kiln_tokenizer *t, gguf_writer *w) {
+    int n_merges;
+    char **merges = bpe_merge_strings(t, &n_merges);
+    gguf_set_str(w, KEY_MODEL, "gpt2");
+    gguf_set_arr_str(w, KEY_MERGES, (const char *const *)merges, NULL, (uint64_t)n_merges);
+    gguf_set_str(w, KEY_PRE, bpe_pre(t));
+    gguf_set_str(w, KEY_PRE_REGEX, bpe_regex(t));
+    if (bpe_ignore_merges(t)) gguf_set_bool(w, KEY_IGNORE_MERGES, true);
+    bpe_merges_free(merges);
+}
 
 void tokenizer_to_gguf(const kiln_tokenizer *t, gguf_writer *w) {
     int n = t->n_vocab;
@@ -28,15 +46,18 @@ void tokenizer_to_gguf(const kiln_tokenizer *t, gguf_writer *w) {
         lens[i] = t->piece_len[i];
         types[i] = t->types[i];
     }
-    gguf_set_str(w, KEY_MODEL, "llama");
+    if (t->bpe) bpe_to_gguf(t, w);
+    else {
+        gguf_set_str(w, KEY_MODEL, "llama");
+        gguf_set_arr(w, KEY_SCORES, GGUF_FLOAT32, t->scores, n);
+        gguf_set_bool(w, KEY_ADD_SPACE_PREFIX, t->add_space_prefix);
+    }
     gguf_set_arr_str(w, KEY_TOKENS, strs, lens, n);
-    gguf_set_arr(w, KEY_SCORES, GGUF_FLOAT32, t->scores, n);
     gguf_set_arr(w, KEY_TYPES, GGUF_INT32, types, n);
     if (t->bos >= 0) gguf_set_u32(w, KEY_BOS, (uint32_t)t->bos);
     if (t->eos >= 0) gguf_set_u32(w, KEY_EOS, (uint32_t)t->eos);
     if (t->unk >= 0) gguf_set_u32(w, KEY_UNK, (uint32_t)t->unk);
     gguf_set_bool(w, KEY_ADD_BOS, t->add_bos);
-    gguf_set_bool(w, KEY_ADD_SPACE_PREFIX, t->add_space_prefix);
     free(strs);
     free(lens);
     free(types);
@@ -82,13 +103,72 @@ static int is_byte_vocabulary(const char *const *pieces, const uint32_t *lens, c
     return 1;
 }
 
+/* A string key as a NUL-terminated copy (NULL when absent); -1 in *RC when present but not a string. */
+static char *str_key(const gguf_file *g, const char *key, int *rc) {
+    gguf_str s;
+    int r = gguf_get_str(g, key, &s);
+    if (r < 0) *rc = -1;
+    if (r <= 0) return NULL;
+    char *z = kiln_xmalloc(s.len + 1);
+    memcpy(z, s.ptr, s.len);
+    z[s.len] = 0;
+    return z;
+}
+
+static kiln_tokenizer *bpe_from_gguf(const gguf_file *g, const char *const *pieces, const uint32_t *lens,
+                                     const uint8_t *types, int n, int bos, int eos, int unk, int add_bos) {
+    const void *data;
+    uint64_t n_merges = 0;
+    int rc = gguf_get_arr(g, KEY_MERGES, GGUF_STRING, &data, &n_merges);
+    if (rc < 0) return NULL;
+    if (n_merges > INT32_MAX) return kiln_fail("%s: %s has %llu entries", g->path, KEY_MERGES, (unsigned long long)n_merges), NULL;
+    const gguf_str *ms = data;
+    const char **merges = kiln_xmalloc((n_merges + 1) * sizeof *merges);
+    uint32_t *merge_lens = kiln_xmalloc((n_merges + 1) * sizeof *merge_lens);
+    kiln_tokenizer *t = NULL;
+    int ok = 0, ignore = flag(g, KEY_IGNORE_MERGES, 0);
+    for (uint64_t i = 0; i < n_merges; i++) {
+        if (ms[i].len > UINT32_MAX) {
+            kiln_fail("%s: merge %llu of %s is %llu bytes long", g->path, (unsigned long long)i, KEY_MERGES,
+                      (unsigned long long)ms[i].len);
+            goto done;
+        }
+        merges[i] = ms[i].ptr;
+        merge_lens[i] = (uint32_t)ms[i].len;
+    }
+    char *regex = str_key(g, KEY_PRE_REGEX, &ok), *pre = str_key(g, KEY_PRE, &ok);
+    if (ok == 0 && ignore >= 0) {
+        const char *re = regex;
+        static const struct { const char *name, *const *regex; } KNOWN[] = {
+            {"gpt-2", &BPE_REGEX_GPT2}, {"default", &BPE_REGEX_GPT2}, {"llama-bpe", &BPE_REGEX_LLAMA3},
+            {"llama3", &BPE_REGEX_LLAMA3}, {"qwen2", &BPE_REGEX_QWEN2}};
+        for (size_t i = 0; !re && pre && i < sizeof KNOWN / sizeof KNOWN[0]; i++)
+            if (!strcmp(pre, KNOWN[i].name)) re = *KNOWN[i].regex;
+        if (!re && pre)
+            kiln_fail("%s: %s '%.32s' is not a pre-tokenizer kiln knows (gpt-2, llama-bpe, qwen2) and the file has no %s",
+                      g->path, KEY_PRE, pre, KEY_PRE_REGEX);
+        else {
+            bpe_spec spec = {n, pieces, lens, types, (int)n_merges, merges, merge_lens, re, pre, ignore, bos, eos,
+                             unk, add_bos};
+            t = bpe_build(g->path, &spec);
+        }
+    }
+    free(regex);
+    free(pre);
+done:
+    free(merges);
+    free(merge_lens);
+    return t;
+}
+
 kiln_tokenizer *tokenizer_from_gguf(const gguf_file *g) {
     gguf_str model;
     int rc = gguf_get_str(g, KEY_MODEL, &model);
     if (rc <= 0) return NULL;
-    if (model.len != 5 || memcmp(model.ptr, "llama", 5) != 0) {
-        kiln_fail("%s: unsupported tokenizer model '%.*s'", g->path, (int)(model.len > 64 ? 64 : model.len),
-                  model.ptr);
+    int is_bpe = model.len == 4 && memcmp(model.ptr, "gpt2", 4) == 0;
+    if (!is_bpe && (model.len != 5 || memcmp(model.ptr, "llama", 5) != 0)) {
+        kiln_fail("%s: unsupported tokenizer model '%.*s' (supported: llama, gpt2)", g->path,
+                  (int)(model.len > 64 ? 64 : model.len), model.ptr);
         return NULL;
     }
     const void *data;
@@ -134,6 +214,10 @@ kiln_tokenizer *tokenizer_from_gguf(const gguf_file *g) {
             }
             types[i] = (uint8_t)ty;
         }
+    }
+    if (is_bpe) {
+        t = bpe_from_gguf(g, pieces, lens, types, n, bos, eos, unk, add_bos);
+        goto done;
     }
     if (is_byte_vocabulary(pieces, lens, types, n)) {
         t = tokenizer_new_bytes();

@@ -42,6 +42,7 @@ struct kiln_tokenizer {
     uint32_t max_piece_len; /* longest mergeable piece: longer spans need no lookup */
     int split_words;       /* no mergeable piece has a "▁" after another character, so a text can be
                               encoded word by word (split before such a "▁") with the same result */
+    struct bpe_model *bpe; /* byte-level BPE (bpe.c): merges and pre-tokenizer; NULL for other vocabularies */
 };
 
 /* The piece N_VOCAB tokens are given as: PIECES[i] of LENS[i] bytes (sentencepiece form), SCORES (NULL:
