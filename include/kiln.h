@@ -27,7 +27,8 @@ extern "C" {
 /* The message of the last failed call on this thread. */
 const char *kiln_last_error(void);
 
-/* Number of threads used by the forward pass (default: all cores). */
+/* Number of threads used by the forward pass (default: all cores). OpenMP keeps this per calling thread:
+ * a program that runs models from several threads calls it in each of them. */
 void kiln_set_threads(int n);
 int kiln_get_threads(void);
 
