@@ -23,10 +23,6 @@ typedef struct {
     /* y[i] = W[i] . x for rows r0 <= i < r1 (y indexed by row). */
     void (*matvec)(float *y, const float *x, const void *W, int type, int r0, int r1, int K);
 
-    /* Y[t][i] = W[i] . X[t] for t < T <= KILN_SKINNY_T_MAX and rows r0 <= i < r1: the weights are read
-     * once for all T tokens (NULL: the GEMM does short batches too). */
-    void (*skinny)(float *Y, const float *X, const void *W, int type, int T, int N, int r0, int r1, int K);
-
     /* Prefill GEMM pieces. A tile is gemm_mr tokens by gemm_nr outputs.
      * pack_w writes dst[k][c] = W[n0 + c][k0 + k] as f32 for k < kc, c < gemm_nr (0 for rows >= N).
      * tile computes Y[t][c] (+)= sum_k xp[k][t] * wp[k][c] for t < mt, c < nt, xp holding gemm_mr
@@ -77,8 +73,6 @@ enum { KILN_AVX2_MR = 6, KILN_AVX2_NR = 16, KILN_AVX512_MR = 14, KILN_AVX512_NR 
 void kiln_matvec_avx2(float *y, const float *x, const void *W, int type, int r0, int r1, int K);
 void kiln_pack_w_avx2(float *dst, const void *W, int type, int N, int K, int n0, int k0, int kc);
 void kiln_tile_avx2(float *Y, size_t ldy, int mt, int nt, const float *xp, const float *wp, int kc, int accumulate);
-enum { KILN_SKINNY_T_MAX = 8 };
-void kiln_skinny_avx512(float *Y, const float *X, const void *W, int type, int T, int N, int r0, int r1, int K);
 void kiln_matvec_avx512(float *y, const float *x, const void *W, int type, int r0, int r1, int K);
 void kiln_pack_w_avx512(float *dst, const void *W, int type, int N, int K, int n0, int k0, int kc);
 void kiln_tile_avx512(float *Y, size_t ldy, int mt, int nt, const float *xp, const float *wp, int kc,

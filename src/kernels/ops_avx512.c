@@ -343,7 +343,6 @@ const kiln_kernels kiln_kernels_avx512 = {
     .gelu = gelu,
     .swiglu = swiglu,
     .matvec = kiln_matvec_avx512,
-    .skinny = kiln_skinny_avx512,
     .gemm_mr = KILN_AVX512_MR,
     .gemm_nr = KILN_AVX512_NR,
     .pack_w = kiln_pack_w_avx512,
