@@ -358,7 +358,7 @@ TEST(gguf_type_sizes_match_ggml) {
     CHECK_EQ_INT(gguf_type_nbytes(2, 31), 0);  /* not whole blocks */
     CHECK_EQ_INT(gguf_type_nbytes(5, 32), 0);  /* removed type Q4_3 */
     CHECK_STR(gguf_type_name(13), "Q5_K");
-    CHECK(gguf_type_supported(30) && gguf_type_supported(1) && !gguf_type_supported(8));
+    CHECK(gguf_type_supported(30) && gguf_type_supported(1) && gguf_type_supported(8) && !gguf_type_supported(13));
 }
 
 TEST(gguf_integer_getters_convert_fitting_values_and_reject_others) {

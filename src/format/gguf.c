@@ -48,13 +48,19 @@ const char *gguf_type_name(uint32_t type) {
     return t ? t->name : NULL;
 }
 
-int gguf_type_supported(uint32_t type) { return type == 0 || type == 1 || type == 30; }
+int gguf_type_supported(uint32_t type) {
+    return type == 0 || type == 1 || type == 30 || type == 2 || type == 8 || type == 12 || type == 14;
+}
+
+const char *gguf_supported_type_names(void) { return "F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K"; }
 
 /* What is wrong with a tensor of N_DIMS dimensions NE and TYPE (written into MSG), or NULL when it is
  * valid, with its size in *NBYTES. Shared by the reader and the writer so that both accept the same. */
 static const char *shape_problem(uint32_t type, uint32_t n_dims, const uint64_t *ne, size_t *nbytes, char msg[160]) {
     const type_info *ti = type_lookup(type);
-    if (!ti) return snprintf(msg, 160, "unknown tensor type id %" PRIu32, type), msg;
+    if (!ti)
+        return snprintf(msg, 160, "unknown tensor type id %" PRIu32 " (kiln computes with %s)", type,
+                        gguf_supported_type_names()), msg;
     if (n_dims < 1 || n_dims > GGUF_MAX_DIMS)
         return snprintf(msg, 160, "%" PRIu32 " dimensions, expected 1 to %d", n_dims, GGUF_MAX_DIMS), msg;
     uint64_t nelem = 1;

@@ -82,7 +82,8 @@ void gguf_close(gguf_file *g);
  * unknown or N is not a whole number of blocks. */
 size_t gguf_type_nbytes(uint32_t type, uint64_t n);
 const char *gguf_type_name(uint32_t type); /* "F32", "F16", "BF16", ..., or NULL */
-int gguf_type_supported(uint32_t type);    /* types kiln computes with: F32, F16, BF16 */
+int gguf_type_supported(uint32_t type);      /* types kiln computes with: gguf_supported_type_names() */
+const char *gguf_supported_type_names(void); /* "F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K" */
 
 const gguf_kv *gguf_find_kv(const gguf_file *g, const char *key);
 const gguf_tensor *gguf_find_tensor(const gguf_file *g, const char *name);

@@ -14,6 +14,7 @@
 #include "base/error.h"
 #include "kernels/isa.h"
 #include "kernels/kernels.h"
+#include "kernels/quant_isa.h"
 
 const kiln_kernels kiln_kernels_scalar = {
     .name = "scalar",
@@ -82,6 +83,10 @@ static int row_split(int N, int tid, int nth) {
 void kiln_matmul_with(const kiln_kernels *kk, float *Y, const float *X, const void *W, int type, int T, int N,
                       int K) {
     if (T <= 0 || N <= 0) return;
+    if (kiln_quant_block(type)) { /* quantized weights: integer kernels of the same level (quant_gemm.c) */
+        kiln_qmatmul_with(kiln_qkernels_for(kk->name), Y, X, W, type, T, N, K);
+        return;
+    }
     size_t ny = (size_t)T * N;
     if (kiln_row_bytes(type, 1) == 0) { /* not a weight type: make the mistake loud, not plausible */
         for (size_t i = 0; i < ny; i++) Y[i] = NAN;

@@ -3,7 +3,9 @@
  * implementation the CPU supports (AVX-512, AVX2, scalar) and uses OpenMP threads where it pays.
  *
  * Conventions: matrices are row-major. A weight matrix W of N rows by K columns holds output i in row
- * i (ggml's ne[0] = K, ne[1] = N), elements of type kiln_type (F32, F16 or BF16). Accumulation is fp32. */
+ * i (ggml's ne[0] = K, ne[1] = N), elements of type kiln_type (F32, F16 or BF16). Accumulation is fp32.
+ * W may also be one of the quantized types of quant.h (Q8_0, Q4_0, Q4_K, Q6_K; K a multiple of the block):
+ * kiln_matmul then quantizes X on the fly and multiplies in integers (quant_gemm.c). */
 #ifndef KILN_KERNELS_H
 #define KILN_KERNELS_H
 
@@ -12,7 +14,7 @@
 
 #include "kiln.h"
 
-/* Bytes of one row of K elements of TYPE (0 for an unknown type). */
+/* Bytes of one row of K elements of TYPE (0 for an unknown type, or K not whole blocks of a quantized one). */
 size_t kiln_row_bytes(int type, int64_t k);
 /* Converts a row of K elements of TYPE to f32. */
 void kiln_row_to_f32(float *out, const void *row, int type, int k);

@@ -5,13 +5,14 @@
 
 #include "base/half.h"
 #include "kernels/kernels.h"
+#include "kernels/quant.h"
 
 size_t kiln_row_bytes(int type, int64_t k) {
     switch (type) {
     case KILN_TYPE_F32: return (size_t)k * 4;
     case KILN_TYPE_F16:
     case KILN_TYPE_BF16: return (size_t)k * 2;
-    default: return 0;
+    default: return kiln_quant_row_bytes(type, k);
     }
 }
 
@@ -27,6 +28,7 @@ void kiln_row_to_f32(float *out, const void *row, int type, int k) {
     case KILN_TYPE_BF16:
         for (int j = 0; j < k; j++) out[j] = kiln_bf16_to_f32(h[j]);
         break;
+    default: kiln_dequantize_row(type, row, out, k);
     }
 }
 

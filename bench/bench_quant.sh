@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Prefill and decode of the ~110M llama (random weights, ../shared/PEERS.md's shape) quantized by
+# `kiln quantize` to Q8_0 and Q4_0 (Q4_K_M with KILN_BENCH_QTYPES="q8_0 q4_0 q4_k_m"): kiln against
+# llama.cpp compiled for this CPU (../shared/tools/llama-cpp-peer) on the same files, same threads, same
+# run (pp512 and tg128, as llama-bench reports them), and kiln's decode as a fraction of the
+# memory-bandwidth limit measured in the same run. THREADS (default: all cores).
+set -eu
+cd "$(dirname "$0")/.."
+T=${BENCH_TMP:-/tmp/kiln-bench}
+THREADS=${THREADS:-$(nproc)}
+TOK=../shared/testdata/llama2-tokenizer/tokenizer.bin
+mkdir -p "$T"
+PEER=$(../shared/tools/llama-cpp-peer 2>/dev/null | tail -n 1) || PEER=""
+[ -x "$PEER" ] || { echo "llama.cpp peer not available: kiln figures only"; PEER=""; }
+
+field() { grep -o "\"$2\": [0-9.]*" <<<"$1" | head -n 1 | awk '{print $2}'; }
+kv() { awk -v k="$2" '$1 == k {print $2}' <<<"$1"; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "n/a" }'; }
+
+f32="$T/llama110m-f32.gguf"
+[ -s "$f32" ] || build/bench/make_model "$f32" f32 --tokenizer "$TOK"
+for qt in ${KILN_BENCH_QTYPES:-q8_0 q4_0}; do
+  model="$T/llama110m-$qt.gguf"
+  [ -s "$model" ] || build/kiln quantize "$f32" "$model" --type "$qt" --quiet
+  cat "$model" > /dev/null # into the page cache
+  out=$(OMP_NUM_THREADS=$THREADS build/bench/bench_model "$model" --quick)
+  echo "-- $qt: kiln"
+  sed 's/^/   /' <<<"$out"
+  [ -n "$PEER" ] || continue
+  pp=$("$PEER" -m "$model" -t "$THREADS" -p 512 -n 0 -o jsonl 2>/dev/null | tail -n 1)
+  tg=$("$PEER" -m "$model" -t "$THREADS" -p 0 -n 128 -o jsonl 2>/dev/null | tail -n 1)
+  lpp=$(field "$pp" avg_ts); ltg=$(field "$tg" avg_ts)
+  echo "-- $qt: llama.cpp (same file, $THREADS threads): prefill pp512 $lpp tok/s, decode tg128 $ltg tok/s"
+  echo "   kiln / llama.cpp: prefill $(ratio "$(kv "$out" prefill512_tps)" "$lpp"), decode $(ratio "$(kv "$out" decode_after_16_tps)" "$ltg")"
+done

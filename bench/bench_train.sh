@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Training throughput: kiln against PyTorch (Debian's python3-torch with OpenBLAS) on the same
+# byte-level GPT-2 (6 layers, dim 384, 6 heads, T=256, B=8: 10.8M parameters), the same threads, in
+# the same run. PyTorch runs as ../shared/PEERS.md says it is fastest here (torch.set_num_threads(1),
+# OpenBLAS on the cores), once with the machine's environment as it is and once with
+# OPENBLAS_CORETYPE=SkylakeX (OpenBLAS's AVX-512 kernels, which kiln picks for itself): the ratio is
+# against the faster of the two. Also prints the fraction of the fp32 peak kiln reaches (the peak: an
+# FMA loop on one core in the same process, times the threads) and peak resident memory.
+#
+# The machines are shared: a figure taken while other processes run is low for every peer alike, so
+# read the ratios. cpu_s_per_step near threads x step_s means the cores were ours.
+# Variables: TRAIN_STEPS (default 10), TRAIN_THREADS (default: all cores), TRAIN_ARCH (gpt2).
+set -eu
+cd "$(dirname "$0")/.."
+STEPS=${TRAIN_STEPS:-10}
+THREADS=${TRAIN_THREADS:-$(nproc)}
+ARCH=${TRAIN_ARCH:-gpt2}
+CFG="--layers 6 --dim 384 --heads 6 --ctx 256 --batch 8"
+make -s build/bench/train_step
+PY=/usr/bin/python3
+if ! $PY -c "import torch" 2>/dev/null; then
+  echo "bench_train: PyTorch is missing (apt-get install -y python3-torch libopenblas0-pthread)" >&2
+  exit 1
+fi
+
+kiln=$(OMP_NUM_THREADS=$THREADS build/bench/train_step --arch "$ARCH" $CFG --steps "$STEPS" --threads "$THREADS")
+echo "kiln:              $kiln"
+torch_env=$($PY bench/bench_train.py $CFG --steps "$STEPS")
+echo "pytorch (env):     $torch_env"
+torch_avx=$(OPENBLAS_CORETYPE=SkylakeX $PY bench/bench_train.py $CFG --steps "$STEPS")
+echo "pytorch (AVX-512): $torch_avx"
+
+$PY - "$kiln" "$torch_env" "$torch_avx" "$THREADS" "${OPENBLAS_CORETYPE:-unset}" <<'EOF'
+import json, sys
+k, te, ta = (json.loads(a) for a in sys.argv[1:4])
+best = max(te, ta, key=lambda r: r["tok_s"])
+print("training %s (%.1fM parameters), %s threads: kiln %.0f tok/s; PyTorch %.0f tok/s (OPENBLAS_CORETYPE=%s), "
+      "%.0f tok/s (SkylakeX)" % ("gpt2", k["params"] / 1e6, sys.argv[4], k["tok_s"], te["tok_s"], sys.argv[5],
+                                  ta["tok_s"]))
+print("kiln / best PyTorch: %.2fx   (target 2x)" % (k["tok_s"] / best["tok_s"]))
+print("kiln: %.1f GFLOP/s = %.0f%% of the fp32 peak (%.0f GFLOP/s = %s x %.0f, target 40%%); per CPU-second %.0f%%"
+      % (k["gflops"], 100 * k["peak_fraction"], k["peak_gflops"], sys.argv[4], k["core_peak_gflops"],
+         100 * k["cpu_peak_fraction"]))
+print("per CPU-second (all threads' time, a figure other processes disturb less): kiln %.0f tok, PyTorch %.0f tok "
+      "(%.2fx)" % (k["tok_s"] * k["step_s"] / k["cpu_s_per_step"], best["tok_s"] * best["step_s"] / best["cpu_s_per_step"],
+                   (k["tok_s"] * k["step_s"] / k["cpu_s_per_step"]) / (best["tok_s"] * best["step_s"] / best["cpu_s_per_step"])))
+print("peak resident memory: kiln %.0f MB, PyTorch %.0f MB" % (k["peak_rss_mb"], best["peak_rss_mb"]))
+EOF

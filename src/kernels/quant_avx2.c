@@ -1,0 +1,189 @@
+/* AVX2 kernels of the quantized weights: the decode matrix-vector products, block by block, and the
+ * prefill GEMM tile. Without VNNI the byte products go through vpmaddubsw (u8 x s8 into saturating
+ * 16-bit pairs) and vpmaddwd; the operands are kept small enough never to saturate: Q8_0 multiplies
+ * |w| by x with w's sign (both at most 127 in magnitude, so a pair stays under 2^15), the other types
+ * are unsigned nibbles or 6-bit values. vpmaddwd against a sub-block's scale sums the pairs and applies
+ * the scale in one instruction. The GEMM tile multiplies 16-bit values with vpmaddwd. */
+#include <immintrin.h>
+#include <string.h>
+
+#include "kernels/quant_isa.h"
+
+#define INLINE static inline __attribute__((always_inline))
+
+/* Sums of 4 products of unsigned U and signed S bytes in each 32-bit lane (U * S pairs below 2^15). */
+INLINE __m256i dot4(__m256i u, __m256i s) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+}
+
+INLINE float hsum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+
+static void matvec_q8_0(float *y, const kiln_qx *qx, const void *W, int r0, int r1) {
+    int nb = qx->k / 32;
+    for (int i = r0; i < r1; i++) {
+        const kiln_block_q8_0 *w = (const kiln_block_q8_0 *)W + (size_t)nb * i;
+        __m256 acc = _mm256_setzero_ps();
+        for (int b = 0; b < nb; b++) {
+            __m256i wv = _mm256_loadu_si256((const __m256i *)w[b].qs);
+            __m256i xv = _mm256_load_si256((const __m256i *)(qx->q + 32 * b));
+            __m256i s = dot4(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv));
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(_cvtsh_ss(w[b].d) * qx->d[b]), acc);
+        }
+        y[i] = hsum(acc);
+    }
+}
+
+static void matvec_q4_0(float *y, const kiln_qx *qx, const void *W, int r0, int r1) {
+    int nb = qx->k / 32;
+    const __m256i low = _mm256_set1_epi8(15);
+    for (int i = r0; i < r1; i++) {
+        const kiln_block_q4_0 *w = (const kiln_block_q4_0 *)W + (size_t)nb * i;
+        __m256 acc = _mm256_setzero_ps();
+        for (int b = 0; b < nb; b++) {
+            __m128i q = _mm_loadu_si128((const __m128i *)w[b].qs);
+            __m256i wv = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), low);
+            __m256i s = dot4(wv, _mm256_load_si256((const __m256i *)(qx->q + 32 * b)));
+            s = _mm256_sub_epi32(s, _mm256_set1_epi32(qx->sum[b])); /* 8 lanes of -sum: the -8 offset */
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(_cvtsh_ss(w[b].d) * qx->d[b]), acc);
+        }
+        y[i] = hsum(acc);
+    }
+}
+
+static void matvec_q4_k(float *y, const kiln_qx *qx, const void *W, int r0, int r1) {
+    int nb = qx->k / 256;
+    const __m256i low = _mm256_set1_epi8(15);
+    for (int i = r0; i < r1; i++) {
+        const kiln_block_q4_k *w = (const kiln_block_q4_k *)W + (size_t)nb * i;
+        __m256 acc = _mm256_setzero_ps();
+        float mins = 0;
+        for (int b = 0; b < nb; b++) {
+            const int8_t *x = qx->q + 256 * b;
+            const int32_t *bsum = qx->sum + 16 * b;
+            __m256i t = _mm256_setzero_si256();
+            int imin = 0;
+            for (int g = 0; g < 4; g++) {
+                int sc0, m0, sc1, m1;
+                kiln_q4k_scale_min(w[b].scales, 2 * g, &sc0, &m0);
+                kiln_q4k_scale_min(w[b].scales, 2 * g + 1, &sc1, &m1);
+                __m256i q = _mm256_loadu_si256((const __m256i *)(w[b].qs + 32 * g));
+                __m256i lo = _mm256_and_si256(q, low), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low);
+                __m256i plo = _mm256_maddubs_epi16(lo, _mm256_load_si256((const __m256i *)(x + 64 * g)));
+                __m256i phi = _mm256_maddubs_epi16(hi, _mm256_load_si256((const __m256i *)(x + 64 * g + 32)));
+                t = _mm256_add_epi32(t, _mm256_madd_epi16(plo, _mm256_set1_epi16((short)sc0)));
+                t = _mm256_add_epi32(t, _mm256_madd_epi16(phi, _mm256_set1_epi16((short)sc1)));
+                imin += m0 * (bsum[4 * g] + bsum[4 * g + 1]) + m1 * (bsum[4 * g + 2] + bsum[4 * g + 3]);
+            }
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(t), _mm256_set1_ps(_cvtsh_ss(w[b].d) * qx->d[b]), acc);
+            mins += _cvtsh_ss(w[b].dmin) * qx->d[b] * (float)imin;
+        }
+        y[i] = hsum(acc) - mins;
+    }
+}
+
+static void matvec_q6_k(float *y, const kiln_qx *qx, const void *W, int r0, int r1) {
+    int nb = qx->k / 256;
+    const __m256i low = _mm256_set1_epi8(15), two = _mm256_set1_epi8(3);
+    for (int i = r0; i < r1; i++) {
+        const kiln_block_q6_k *w = (const kiln_block_q6_k *)W + (size_t)nb * i;
+        __m256 acc = _mm256_setzero_ps();
+        for (int b = 0; b < nb; b++) {
+            const int8_t *x = qx->q + 256 * b, *sc = w[b].scales;
+            const int32_t *bsum = qx->sum + 16 * b;
+            __m256i t = _mm256_setzero_si256();
+            for (int h = 0; h < 2; h++) {
+                __m256i ql0 = _mm256_loadu_si256((const __m256i *)(w[b].ql + 64 * h));
+                __m256i ql1 = _mm256_loadu_si256((const __m256i *)(w[b].ql + 64 * h + 32));
+                __m256i qh = _mm256_loadu_si256((const __m256i *)(w[b].qh + 32 * h));
+                __m256i v[4] = {
+                    _mm256_or_si256(_mm256_and_si256(ql0, low), _mm256_slli_epi16(_mm256_and_si256(qh, two), 4)),
+                    _mm256_or_si256(_mm256_and_si256(ql1, low),
+                                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), two), 4)),
+                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), low),
+                                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), two), 4)),
+                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), low),
+                                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), two), 4)),
+                };
+                for (int c = 0; c < 4; c++) {
+                    int s = 8 * h + 2 * c;
+                    __m256i p = _mm256_maddubs_epi16(v[c], _mm256_load_si256((const __m256i *)(x + 128 * h + 32 * c)));
+                    __m256i scv = _mm256_set_m128i(_mm_set1_epi16(sc[s + 1]), _mm_set1_epi16(sc[s]));
+                    t = _mm256_add_epi32(t, _mm256_madd_epi16(p, scv));
+                }
+            }
+            int corr = 0; /* the stored values are q + 32 */
+            for (int s = 0; s < 16; s++) corr += sc[s] * bsum[s];
+            t = _mm256_sub_epi32(t, _mm256_set_epi32(0, 0, 0, 0, 0, 0, 0, 32 * corr));
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(t), _mm256_set1_ps(_cvtsh_ss(w[b].d) * qx->d[b]), acc);
+        }
+        y[i] = hsum(acc);
+    }
+}
+
+static void matvec(float *y, const kiln_qx *qx, const void *W, int type, int r0, int r1) {
+    switch (type) {
+    case KILN_TYPE_Q8_0: matvec_q8_0(y, qx, W, r0, r1); break;
+    case KILN_TYPE_Q4_0: matvec_q4_0(y, qx, W, r0, r1); break;
+    case KILN_TYPE_Q4_K: matvec_q4_k(y, qx, W, r0, r1); break;
+    case KILN_TYPE_Q6_K: matvec_q6_k(y, qx, W, r0, r1); break;
+    }
+}
+
+/* ---- prefill tile: 4 tokens x 8 weight rows on 16-bit values ----
+ * For each pair of columns, each token's two values are broadcast against the 8 rows' two values. */
+
+enum { MR = 4, NR = 8 };
+
+static void tile(const kiln_qtile *a) {
+    __m256 acc[MR];
+    #pragma GCC unroll 8
+    for (int t = 0; t < MR; t++) acc[t] = _mm256_setzero_ps();
+    int g2 = a->unit_k / 2;
+    const int16_t *xq = (const int16_t *)a->xq, *wq = (const int16_t *)a->wq;
+    for (int u = 0; u < a->units; u++) {
+        __m256i s[MR];
+        #pragma GCC unroll 8
+        for (int t = 0; t < MR; t++) s[t] = _mm256_set1_epi32(a->xb[u * MR + t]);
+        for (int g = 0; g < g2; g++, xq += 2 * MR, wq += 2 * NR) {
+            __m256i w = _mm256_load_si256((const __m256i *)wq);
+            #pragma GCC unroll 8
+            for (int t = 0; t < MR; t++) {
+                int32_t xv;
+                memcpy(&xv, xq + 2 * t, 4);
+                s[t] = _mm256_add_epi32(s[t], _mm256_madd_epi16(w, _mm256_set1_epi32(xv)));
+            }
+        }
+        __m256 ws = _mm256_load_ps(a->ws + u * NR);
+        #pragma GCC unroll 8
+        for (int t = 0; t < MR; t++)
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[t]), _mm256_mul_ps(ws, _mm256_set1_ps(a->xd[u * MR + t])),
+                                     acc[t]);
+        if (a->wm) {
+            __m256 wm = _mm256_load_ps(a->wm + u * NR);
+            #pragma GCC unroll 8
+            for (int t = 0; t < MR; t++) acc[t] = _mm256_fnmadd_ps(wm, _mm256_set1_ps(a->xm[u * MR + t]), acc[t]);
+        }
+    }
+    __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(a->nt), lane);
+    #pragma GCC unroll 8
+    for (int t = 0; t < a->mt; t++) {
+        float *y = a->Y + (size_t)t * a->ldy;
+        if (a->accumulate) acc[t] = _mm256_add_ps(acc[t], _mm256_maskload_ps(y, mask));
+        _mm256_maskstore_ps(y, mask, acc[t]);
+    }
+}
+
+const kiln_qkernels kiln_qkernels_avx2 = {
+    .name = "avx2",
+    .quantize_x = kiln_quantize_x_ref,
+    .matvec = matvec,
+    .mr = MR,
+    .nr = NR,
+    .wide = 1,
+    .tile = tile,
+};

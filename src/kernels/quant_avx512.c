@@ -1,0 +1,418 @@
+/* AVX-512 (VNNI) kernels of the quantized weights: activation quantization, the decode
+ * matrix-vector products that read the weight blocks in place, and the prefill GEMM tile.
+ *
+ * Every integer product goes through vpdpbusd (u8 x s8, four products into each 32-bit lane), so the
+ * weights are made unsigned: Q8_0 by flipping the sign bit (w + 128), Q4_0 and the K-quants are unsigned
+ * already (nibbles, 6-bit values). The offset times sum(x) is subtracted through each lane's starting
+ * value: a block's lanes start from -offset * sum(x) / lanes, exact in integers.
+ *
+ * The activations are rearranged once per call (each thread, into its own scratch) so that the bytes
+ * of x match the order in which the weight bytes come out of their blocks, and a block's scale lands
+ * in the lanes that hold its sums: the per-row work is loads, the products and one fused multiply-add
+ * per 64 weights or so. */
+#include <immintrin.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/error.h"
+#include "kernels/quant_isa.h"
+
+#define INLINE static inline __attribute__((always_inline))
+
+/* ---- activations ---- */
+
+static void quantize_x(kiln_qx *qx, const float *x, int type, int k) {
+    kiln_qx_reserve(qx, k);
+    if (kiln_qx_block(type) == 32) {
+        for (int b = 0; b < k / 32; b++) {
+            __m512 v0 = _mm512_loadu_ps(x + 32 * b), v1 = _mm512_loadu_ps(x + 32 * b + 16);
+            float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+            __m512 id = _mm512_set1_ps(amax >= KILN_QX_TINY ? 127 / amax : 0);
+            __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, id)), q1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, id));
+            _mm_storeu_si128((__m128i *)(qx->q + 32 * b), _mm512_cvtsepi32_epi8(q0));
+            _mm_storeu_si128((__m128i *)(qx->q + 32 * b + 16), _mm512_cvtsepi32_epi8(q1));
+            qx->sum[b] = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+            qx->d[b] = _cvtsh_ss(_cvtss_sh(amax / 127, _MM_FROUND_TO_NEAREST_INT));
+        }
+    } else {
+        for (int b = 0; b < k / 256; b++) {
+            const float *xb = x + 256 * b;
+            __m512 m = _mm512_setzero_ps();
+            for (int j = 0; j < 256; j += 16) m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_loadu_ps(xb + j)));
+            float amax = _mm512_reduce_max_ps(m), max = 0;
+            for (int j = 0; j < 256 && amax; j += 16) { /* the first value of largest magnitude, sign kept */
+                __m512 a = _mm512_abs_ps(_mm512_loadu_ps(xb + j));
+                __mmask16 hit = _mm512_cmp_ps_mask(a, _mm512_set1_ps(amax), _CMP_EQ_OQ);
+                if (hit) {
+                    max = xb[j + __builtin_ctz(hit)];
+                    break;
+                }
+            }
+            float iscale = amax >= KILN_QX_TINY ? -127 / max : 0;
+            for (int j = 0; j < 256; j += 16) {
+                __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(xb + j), _mm512_set1_ps(iscale)));
+                q = _mm512_min_epi32(q, _mm512_set1_epi32(127));
+                _mm_storeu_si128((__m128i *)(qx->q + 256 * b + j), _mm512_cvtsepi32_epi8(q));
+                qx->sum[16 * b + j / 16] = _mm512_reduce_add_epi32(q);
+            }
+            qx->d[b] = iscale ? 1 / iscale : 0;
+        }
+    }
+    memset(qx->q + k, 0, (size_t)(((k + 63) & ~63) - k));
+}
+
+/* 64 bytes at P as two 32-byte loads: from memory that streams better than one load across lines. */
+INLINE __m512i load2x32(const uint8_t *p) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)p)),
+                              _mm256_loadu_si256((const __m256i *)(p + 32)), 1);
+}
+
+/* Per-thread scratch for the rearranged activations, kept between calls. */
+static _Thread_local struct {
+    void *raw;
+    size_t size;
+} scratch;
+
+static void *scratch_get(size_t bytes) {
+    if (bytes + 64 > scratch.size) {
+        free(scratch.raw);
+        scratch.raw = kiln_xmalloc(bytes + 64);
+        scratch.size = bytes + 64;
+    }
+    return (void *)(((uintptr_t)scratch.raw + 63) & ~(uintptr_t)63);
+}
+
+/* ---- Q8_0: two blocks (68 bytes) per step ----
+ * The 64 weights of blocks 2c and 2c+1 are two 32-byte loads in one register; lanes 0-7 hold block 2c,
+ * lanes 8-15 block 2c+1. */
+
+typedef struct {
+    __m512 dx;   /* the block's x scale in each of its lanes */
+    __m512i b0;  /* starting value of each lane: -128 * sum(x) / 8 */
+} q8_lanes;
+
+/* The f16 scales D0 and D1 of two blocks, each in the 8 lanes that hold its block's sums. */
+INLINE __m512 two_scales(uint16_t d0, uint16_t d1) {
+    return _mm512_cvtph_ps(_mm256_set_m128i(_mm_set1_epi16((short)d1), _mm_set1_epi16((short)d0)));
+}
+
+INLINE __m512 q8_0_step(__m512 acc, __m512i w, __m512 dw, const q8_lanes *L, const int8_t *x) {
+    __m512i s = _mm512_dpbusd_epi32(L->b0, _mm512_xor_si512(w, _mm512_set1_epi8(-128)), _mm512_load_si512(x));
+    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, L->dx), acc);
+}
+
+/* One row, read front to back: a single stream is what the hardware prefetcher follows best (rows read
+ * side by side, or 64-byte loads that straddle lines, halve the rate from memory). */
+static float q8_0_row(const uint8_t *p, const q8_lanes *L, const int8_t *x, int nb) {
+    __m512 acc = _mm512_setzero_ps();
+    int c = 0;
+    for (; c < nb / 2; c++, p += 68) {
+        __m512i w = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(p + 2))),
+                                       _mm256_loadu_si256((const __m256i *)(p + 36)), 1);
+        uint16_t d0, d1;
+        memcpy(&d0, p, 2);
+        memcpy(&d1, p + 34, 2);
+        acc = q8_0_step(acc, w, two_scales(d0, d1), L + c, x + 64 * c);
+    }
+    if (nb & 1) { /* a last single block: the missing second one is zeros against zeros of x */
+        uint16_t d0;
+        memcpy(&d0, p, 2);
+        __m512i w = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(p + 2)));
+        acc = q8_0_step(acc, _mm512_inserti64x4(w, _mm256_setzero_si256(), 1), two_scales(d0, 0), L + c, x + 64 * c);
+    }
+    return _mm512_reduce_add_ps(acc);
+}
+
+static void matvec_q8_0(float *y, const kiln_qx *qx, const void *W, int r0, int r1) {
+    int nb = qx->k / 32, ng = (nb + 1) / 2;
+    q8_lanes *L = scratch_get(sizeof(q8_lanes) * (size_t)ng);
+    for (int c = 0; c < ng; c++) {
+        float d1 = 2 * c + 1 < nb ? qx->d[2 * c + 1] : 0;
+        int s1 = 2 * c + 1 < nb ? qx->sum[2 * c + 1] : 0;
+        L[c].dx = _mm512_mask_blend_ps(0xff00, _mm512_set1_ps(qx->d[2 * c]), _mm512_set1_ps(d1));
+        L[c].b0 = _mm512_mask_blend_epi32(0xff00, _mm512_set1_epi32(-16 * qx->sum[2 * c]), _mm512_set1_epi32(-16 * s1));
+    }
+    size_t rb = (size_t)nb * 34;
+    for (int i = r0; i < r1; i++) y[i] = q8_0_row((const uint8_t *)W + rb * i, L, qx->q, nb);
+}
+
+/* ---- Q4_0: four blocks (72 bytes) per step ----
+ * The 16 bytes of nibbles of blocks 4c..4c+3 fill one register; low nibbles (elements 0-15 of each
+ * block) and high nibbles (16-31) meet x rearranged the same way, and both products land in lanes
+ * 4b..4b+3 of block b. */
+
+typedef struct {
+    int8_t lo[64], hi[64];
+    __m512 dx;
+    __m512i b0; /* -8 * sum(x) / 4 */
+} q4_lanes;
+
+/* Four f16 scales packed in a 64-bit word, each in the 4 lanes of its block. */
+INLINE __m512 four_scales(uint64_t d) {
+    const __m256i idx = _mm256_setr_epi16(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+    return _mm512_cvtph_ps(_mm256_permutexvar_epi16(idx, _mm256_castsi128_si256(_mm_cvtsi64_si128((long long)d))));
+}
+
+INLINE __m512 q4_0_step(__m512 acc, __m512i w, __m512 dw, const q4_lanes *L) {
+    const __m512i low = _mm512_set1_epi8(15);
+    __m512i s = _mm512_dpbusd_epi32(L->b0, _mm512_and_si512(w, low), _mm512_load_si512(L->lo));
+    s = _mm512_dpbusd_epi32(s, _mm512_and_si512(_mm512_srli_epi16(w, 4), low), _mm512_load_si512(L->hi));
+    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, L->dx), acc);
+}
+
+static float q4_0_row(const uint8_t *p, const q4_lanes *L, int nb) {
+    __m512 acc = _mm512_setzero_ps();
+    int c = 0;
+    for (; c < nb / 4; c++, p += 72) {
+        __m512i w = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(p + 2)));
+        w = _mm512_inserti32x4(w, _mm_loadu_si128((const __m128i *)(p + 20)), 1);
+        w = _mm512_inserti32x4(w, _mm_loadu_si128((const __m128i *)(p + 38)), 2);
+        w = _mm512_inserti32x4(w, _mm_loadu_si128((const __m128i *)(p + 56)), 3);
+        uint16_t d[4];
+        for (int b = 0; b < 4; b++) memcpy(&d[b], p + 18 * b, 2);
+        uint64_t dd = d[0] | (uint64_t)d[1] << 16 | (uint64_t)d[2] << 32 | (uint64_t)d[3] << 48;
+        acc = q4_0_step(acc, w, four_scales(dd), L + c);
+    }
+    if (nb % 4) { /* the last 1-3 blocks: the missing ones are zero weights with zero scales */
+        uint8_t q[64] = {0};
+        uint64_t dd = 0;
+        for (int b = 0; b < nb % 4; b++) {
+            uint16_t d;
+            memcpy(&d, p + 18 * b, 2);
+            memcpy(q + 16 * b, p + 18 * b + 2, 16);
+            dd |= (uint64_t)d << (16 * b);
+        }
+        acc = q4_0_step(acc, _mm512_loadu_si512(q), four_scales(dd), L + c);
+    }
+    return _mm512_reduce_add_ps(acc);
+}
+
+static void matvec_q4_0(float *y, const kiln_qx *qx, const void *W, int r0, int r1) {
+    int nb = qx->k / 32, ng = (nb + 3) / 4;
+    q4_lanes *L = scratch_get(sizeof(q4_lanes) * (size_t)ng);
+    for (int c = 0; c < ng; c++) {
+        float dx[16];
+        int32_t b0[16];
+        for (int b = 0; b < 4; b++) {
+            int blk = 4 * c + b, ok = blk < nb;
+            for (int i = 0; i < 16; i++) {
+                L[c].lo[16 * b + i] = ok ? qx->q[32 * blk + i] : 0;
+                L[c].hi[16 * b + i] = ok ? qx->q[32 * blk + 16 + i] : 0;
+            }
+            for (int l = 0; l < 4; l++) {
+                dx[4 * b + l] = ok ? qx->d[blk] : 0;
+                b0[4 * b + l] = ok ? -2 * qx->sum[blk] : 0;
+            }
+        }
+        L[c].dx = _mm512_loadu_ps(dx);
+        L[c].b0 = _mm512_loadu_si512(b0);
+    }
+    size_t rb = (size_t)nb * 18;
+    for (int i = r0; i < r1; i++) y[i] = q4_0_row((const uint8_t *)W + rb * i, L, nb);
+}
+
+/* ---- Q4_K: one super-block (144 bytes) per step ----
+ * The 128 bytes of nibbles are two registers; low nibbles of the first hold sub-blocks 0 and 2, high
+ * nibbles 1 and 3, and so on, so x is rearranged into that order. Each register's sums are multiplied
+ * by their sub-block's 6-bit scale in integers; the mins meet the sums of x per sub-block. */
+
+typedef struct {
+    int8_t x[256];
+    __m256i sum32; /* sum of x over each sub-block of 32 */
+    float dx;
+} q4k_lanes;
+
+/* The eight 6-bit scales and mins of a Q4_K block, each as 8 bytes of a 64-bit word. */
+INLINE void q4k_unpack_scales(const uint8_t *s, uint64_t *sc, uint64_t *m) {
+    uint32_t a, b, c;
+    memcpy(&a, s, 4);
+    memcpy(&b, s + 4, 4);
+    memcpy(&c, s + 8, 4);
+    uint32_t sc_lo = a & 0x3f3f3f3f, m_lo = b & 0x3f3f3f3f;
+    uint32_t sc_hi = (c & 0x0f0f0f0f) | ((a >> 6) & 0x03030303) << 4;
+    uint32_t m_hi = ((c >> 4) & 0x0f0f0f0f) | ((b >> 6) & 0x03030303) << 4;
+    *sc = sc_lo | (uint64_t)sc_hi << 32;
+    *m = m_lo | (uint64_t)m_hi << 32;
+}
+
+static const uint32_t Q4_K_SCALE_IDX[4][16] = {
+    {0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2}, {1, 1, 1, 1, 1, 1, 1, 1, 3, 3, 3, 3, 3, 3, 3, 3},
+    {4, 4, 4, 4, 4, 4, 4, 4, 6, 6, 6, 6, 6, 6, 6, 6}, {5, 5, 5, 5, 5, 5, 5, 5, 7, 7, 7, 7, 7, 7, 7, 7}};
+
+static void matvec_q4_k(float *y, const kiln_qx *qx, const void *W, int r0, int r1) {
+    int nb = qx->k / 256;
+    q4k_lanes *L = scratch_get(sizeof(q4k_lanes) * (size_t)nb);
+    static const int order[8] = {0, 2, 1, 3, 4, 6, 5, 7}; /* sub-block in each 32-byte slot of x */
+    for (int b = 0; b < nb; b++) {
+        int32_t s32[8];
+        for (int slot = 0; slot < 8; slot++) memcpy(L[b].x + 32 * slot, qx->q + 256 * b + 32 * order[slot], 32);
+        for (int s = 0; s < 8; s++) s32[s] = qx->sum[16 * b + 2 * s] + qx->sum[16 * b + 2 * s + 1];
+        L[b].sum32 = _mm256_loadu_si256((const __m256i *)s32);
+        L[b].dx = qx->d[b];
+    }
+    const __m512i low = _mm512_set1_epi8(15);
+    __m512i sidx[4];
+    for (int j = 0; j < 4; j++) sidx[j] = _mm512_loadu_si512(Q4_K_SCALE_IDX[j]);
+    for (int i = r0; i < r1; i++) {
+        const kiln_block_q4_k *blk = (const kiln_block_q4_k *)W + (size_t)nb * i;
+        __m512 acc = _mm512_setzero_ps();
+        __m256 macc = _mm256_setzero_ps();
+        for (int b = 0; b < nb; b++) {
+            uint64_t sc, m;
+            q4k_unpack_scales(blk[b].scales, &sc, &m);
+            __m512i sc32 = _mm512_cvtepu8_epi32(_mm_cvtsi64_si128((long long)sc));
+            __m512i q0 = load2x32(blk[b].qs), q1 = load2x32(blk[b].qs + 64);
+            const int8_t *x = L[b].x;
+            __m512i s0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(q0, low), _mm512_load_si512(x));
+            __m512i s1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(_mm512_srli_epi16(q0, 4), low),
+                                             _mm512_load_si512(x + 64));
+            __m512i s2 =
+                _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(q1, low), _mm512_load_si512(x + 128));
+            __m512i s3 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(_mm512_srli_epi16(q1, 4), low),
+                                             _mm512_load_si512(x + 192));
+            __m512i t = _mm512_add_epi32(_mm512_mullo_epi32(s0, _mm512_permutexvar_epi32(sidx[0], sc32)),
+                                         _mm512_mullo_epi32(s1, _mm512_permutexvar_epi32(sidx[1], sc32)));
+            t = _mm512_add_epi32(t, _mm512_mullo_epi32(s2, _mm512_permutexvar_epi32(sidx[2], sc32)));
+            t = _mm512_add_epi32(t, _mm512_mullo_epi32(s3, _mm512_permutexvar_epi32(sidx[3], sc32)));
+            float d = _cvtsh_ss(blk[b].d) * L[b].dx, dmin = _cvtsh_ss(blk[b].dmin) * L[b].dx;
+            acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), _mm512_set1_ps(d), acc);
+            __m256i mm = _mm256_mullo_epi32(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)m)), L[b].sum32);
+            macc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(mm), _mm256_set1_ps(dmin), macc);
+        }
+        __m128 m4 = _mm_add_ps(_mm256_castps256_ps128(macc), _mm256_extractf128_ps(macc, 1));
+        m4 = _mm_add_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_add_ss(m4, _mm_movehdup_ps(m4));
+        y[i] = _mm512_reduce_add_ps(acc) - _mm_cvtss_f32(m4);
+    }
+}
+
+/* ---- Q6_K: one super-block (210 bytes) per step ----
+ * Each half of 128 weights is 64 bytes of low nibbles and 32 bytes of high bit pairs; merged they give
+ * the weights in their natural order, 64 per register. Lanes start from -32 * sum(x) / 4 of their
+ * sub-block of 16, and are multiplied by its 8-bit scale in integers. */
+
+typedef struct {
+    __m512i b0[4]; /* per quarter of 64 weights: -8 * sum(x) of each lane's sub-block */
+    float dx;
+} q6k_lanes;
+
+static void matvec_q6_k(float *y, const kiln_qx *qx, const void *W, int r0, int r1) {
+    int nb = qx->k / 256;
+    q6k_lanes *L = scratch_get(sizeof(q6k_lanes) * (size_t)nb);
+    for (int b = 0; b < nb; b++) {
+        for (int q = 0; q < 4; q++) {
+            int32_t v[16];
+            for (int l = 0; l < 16; l++) v[l] = -8 * qx->sum[16 * b + 4 * q + l / 4];
+            L[b].b0[q] = _mm512_loadu_si512(v);
+        }
+        L[b].dx = qx->d[b];
+    }
+    __m512i sidx[4];
+    for (int q = 0; q < 4; q++) {
+        uint32_t v[16];
+        for (int l = 0; l < 16; l++) v[l] = (uint32_t)(4 * q + l / 4);
+        sidx[q] = _mm512_loadu_si512(v);
+    }
+    const __m512i low = _mm512_set1_epi8(15), two = _mm512_set1_epi8(3);
+    for (int i = r0; i < r1; i++) {
+        const kiln_block_q6_k *blk = (const kiln_block_q6_k *)W + (size_t)nb * i;
+        __m512 acc = _mm512_setzero_ps();
+        for (int b = 0; b < nb; b++) {
+            __m512i sc32 = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)blk[b].scales));
+            const int8_t *x = qx->q + 256 * b;
+            __m512i t = _mm512_setzero_si512();
+            for (int h = 0; h < 2; h++) {
+                __m512i ql = load2x32(blk[b].ql + 64 * h);
+                __m256i qh = _mm256_loadu_si256((const __m256i *)(blk[b].qh + 32 * h));
+                __m512i H = _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1);
+                /* the high bit pairs moved to bits 4-5; then (a & 0x0f) | b: ternary-logic table 0xEC */
+                __m512i ha = _mm512_slli_epi16(_mm512_and_si512(H, two), 4);
+                __m512i hb = _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(H, 4), two), 4);
+                __m512i A = _mm512_ternarylogic_epi32(ql, ha, low, 0xEC);
+                __m512i B = _mm512_ternarylogic_epi32(_mm512_srli_epi16(ql, 4), hb, low, 0xEC);
+                __m512i sa = _mm512_dpbusd_epi32(L[b].b0[2 * h], A, _mm512_loadu_si512(x + 128 * h));
+                __m512i sb = _mm512_dpbusd_epi32(L[b].b0[2 * h + 1], B, _mm512_loadu_si512(x + 128 * h + 64));
+                t = _mm512_add_epi32(t, _mm512_mullo_epi32(sa, _mm512_permutexvar_epi32(sidx[2 * h], sc32)));
+                t = _mm512_add_epi32(t, _mm512_mullo_epi32(sb, _mm512_permutexvar_epi32(sidx[2 * h + 1], sc32)));
+            }
+            acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), _mm512_set1_ps(_cvtsh_ss(blk[b].d) * L[b].dx), acc);
+        }
+        y[i] = _mm512_reduce_add_ps(acc);
+    }
+}
+
+static void matvec(float *y, const kiln_qx *qx, const void *W, int type, int r0, int r1) {
+    switch (type) {
+    case KILN_TYPE_Q8_0: matvec_q8_0(y, qx, W, r0, r1); break;
+    case KILN_TYPE_Q4_0: matvec_q4_0(y, qx, W, r0, r1); break;
+    case KILN_TYPE_Q4_K: matvec_q4_k(y, qx, W, r0, r1); break;
+    case KILN_TYPE_Q6_K: matvec_q6_k(y, qx, W, r0, r1); break;
+    }
+}
+
+/* ---- prefill tile: 6 tokens x 32 weight rows, 12 integer and 12 float accumulators ----
+ * For each group of 4 columns, each token's 4 bytes are broadcast against the 32 rows' 4 bytes. */
+
+enum { MR = 6, NR = 32 };
+
+static void tile(const kiln_qtile *a) {
+    __m512 acc[MR][2];
+    #pragma GCC unroll 8
+    for (int t = 0; t < MR; t++) acc[t][0] = acc[t][1] = _mm512_setzero_ps();
+    int g4 = a->unit_k / 4;
+    const int8_t *xq = a->xq;
+    const uint8_t *wq = a->wq;
+    for (int u = 0; u < a->units; u++) {
+        __m512i s[MR][2];
+        #pragma GCC unroll 8
+        for (int t = 0; t < MR; t++) s[t][0] = s[t][1] = _mm512_set1_epi32(a->xb[u * MR + t]);
+        for (int g = 0; g < g4; g++, xq += 4 * MR, wq += 4 * NR) {
+            __m512i w0 = _mm512_load_si512(wq), w1 = _mm512_load_si512(wq + 64);
+            #pragma GCC unroll 8
+            for (int t = 0; t < MR; t++) {
+                int32_t xv;
+                memcpy(&xv, xq + 4 * t, 4);
+                __m512i xb = _mm512_set1_epi32(xv);
+                s[t][0] = _mm512_dpbusd_epi32(s[t][0], w0, xb);
+                s[t][1] = _mm512_dpbusd_epi32(s[t][1], w1, xb);
+            }
+        }
+        __m512 ws0 = _mm512_load_ps(a->ws + u * NR), ws1 = _mm512_load_ps(a->ws + u * NR + 16);
+        #pragma GCC unroll 8
+        for (int t = 0; t < MR; t++) {
+            __m512 dx = _mm512_set1_ps(a->xd[u * MR + t]);
+            acc[t][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[t][0]), _mm512_mul_ps(ws0, dx), acc[t][0]);
+            acc[t][1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[t][1]), _mm512_mul_ps(ws1, dx), acc[t][1]);
+        }
+        if (a->wm) {
+            __m512 wm0 = _mm512_load_ps(a->wm + u * NR), wm1 = _mm512_load_ps(a->wm + u * NR + 16);
+            #pragma GCC unroll 8
+            for (int t = 0; t < MR; t++) {
+                __m512 xm = _mm512_set1_ps(a->xm[u * MR + t]);
+                acc[t][0] = _mm512_fnmadd_ps(wm0, xm, acc[t][0]);
+                acc[t][1] = _mm512_fnmadd_ps(wm1, xm, acc[t][1]);
+            }
+        }
+    }
+    __mmask16 m0 = a->nt >= 16 ? 0xffff : (__mmask16)((1u << a->nt) - 1);
+    __mmask16 m1 = a->nt >= 32 ? 0xffff : a->nt <= 16 ? 0 : (__mmask16)((1u << (a->nt - 16)) - 1);
+    #pragma GCC unroll 8
+    for (int t = 0; t < a->mt; t++) {
+        float *y = a->Y + (size_t)t * a->ldy;
+        if (a->accumulate) {
+            acc[t][0] = _mm512_add_ps(acc[t][0], _mm512_maskz_loadu_ps(m0, y));
+            acc[t][1] = _mm512_add_ps(acc[t][1], _mm512_maskz_loadu_ps(m1, y + 16));
+        }
+        _mm512_mask_storeu_ps(y, m0, acc[t][0]);
+        _mm512_mask_storeu_ps(y + 16, m1, acc[t][1]);
+    }
+}
+
+const kiln_qkernels kiln_qkernels_avx512 = {
+    .name = "avx512",
+    .quantize_x = quantize_x,
+    .matvec = matvec,
+    .mr = MR,
+    .nr = NR,
+    .tile = tile,
+};

@@ -1,0 +1,340 @@
+/* The quantized matmul: choice of the kernel table, the threaded decode matrix-vector product, and the
+ * prefill GEMM driver with its packing of weights and activations (layouts in quant_isa.h).
+ *
+ * GEMM blocking follows gemm.c: the activations are quantized and packed once per call into panels of
+ * mr tokens; each thread owns a contiguous range of nr-row weight panels, unpacks KC columns of one at
+ * a time (they stay in L1) and runs the tile over every token panel, accumulating into Y. */
+#include <omp.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/error.h"
+#include "base/half.h"
+#include "kernels/kernels.h"
+#include "kernels/quant_isa.h"
+
+enum { KC = 256 }; /* weight columns per unpacked block: a multiple of every block size */
+
+static void matvec_ref(float *y, const kiln_qx *qx, const void *W, int type, int r0, int r1) {
+    size_t rb = kiln_quant_row_bytes(type, qx->k);
+    for (int i = r0; i < r1; i++) y[i] = kiln_qdot_ref((const char *)W + rb * i, type, qx);
+}
+
+const kiln_qkernels kiln_qkernels_scalar = {
+    .name = "scalar",
+    .quantize_x = kiln_quantize_x_ref,
+    .matvec = matvec_ref,
+};
+
+static const kiln_qkernels *supported[4];
+static const kiln_qkernels *active;
+static pthread_once_t chosen = PTHREAD_ONCE_INIT;
+
+static int isa_level(const char *name) { return !strcmp(name, "avx512") ? 0 : !strcmp(name, "avx2") ? 1 : 2; }
+
+static const kiln_qkernels *best_at_or_below(int level) {
+    for (int i = 0; supported[i]; i++)
+        if (isa_level(supported[i]->name) >= level) return supported[i];
+    return &kiln_qkernels_scalar;
+}
+
+static void choose(void) {
+    int n = 0;
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+        __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("f16c"))
+        supported[n++] = &kiln_qkernels_avx512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
+        supported[n++] = &kiln_qkernels_avx2;
+    supported[n++] = &kiln_qkernels_scalar;
+    supported[n] = NULL;
+    active = best_at_or_below(isa_level(kiln_isa())); /* never above the float kernels, which KILN_ISA caps */
+}
+
+const kiln_qkernels *const *kiln_qkernels_supported(void) {
+    pthread_once(&chosen, choose);
+    return supported;
+}
+
+const kiln_qkernels *kiln_qkernels_active(void) {
+    pthread_once(&chosen, choose);
+    return active;
+}
+
+const kiln_qkernels *kiln_qkernels_for(const char *isa) {
+    pthread_once(&chosen, choose);
+    return best_at_or_below(isa_level(isa));
+}
+
+int kiln_qpack_offset(int type) {
+    switch (type) {
+    case KILN_TYPE_Q8_0: return 128;
+    case KILN_TYPE_Q4_0: return 8;
+    case KILN_TYPE_Q6_K: return 32;
+    default: return 0;
+    }
+}
+
+int kiln_qpack_unit(int type) { return type == KILN_TYPE_Q6_K ? 16 : 32; }
+
+/* Scratch of the calling thread, kept between calls (a prefill makes ~85 of them). */
+static _Thread_local struct {
+    void *raw;
+    size_t size;
+} scratch;
+
+static char *scratch_bytes(size_t n) {
+    if (n + 64 > scratch.size) {
+        free(scratch.raw);
+        scratch.raw = kiln_xmalloc(n + 64);
+        scratch.size = n + 64;
+    }
+    return (char *)(((uintptr_t)scratch.raw + 63) & ~(uintptr_t)63);
+}
+
+static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
+
+/* First row of thread TID's share of N rows, on a multiple of 16 so no two threads share a cache line
+ * of y. */
+static int row_split(int N, int tid, int nth) { return tid == nth ? N : (int)((int64_t)N * tid / nth) & ~15; }
+
+/* ---- weights: one row's KC columns as stored values, unit scales and (Q4_K) unit mins ---- */
+
+static void unpack_row(int type, const void *row, int k0, int kc, int16_t *v, float *s, float *m) {
+    switch (type) {
+    case KILN_TYPE_Q8_0:
+        for (int b = 0; b < kc / 32; b++) {
+            const kiln_block_q8_0 *blk = (const kiln_block_q8_0 *)row + k0 / 32 + b;
+            for (int j = 0; j < 32; j++) v[32 * b + j] = blk->qs[j];
+            s[b] = kiln_f16_to_f32(blk->d);
+        }
+        break;
+    case KILN_TYPE_Q4_0:
+        for (int b = 0; b < kc / 32; b++) {
+            const kiln_block_q4_0 *blk = (const kiln_block_q4_0 *)row + k0 / 32 + b;
+            for (int j = 0; j < 16; j++) {
+                v[32 * b + j] = (int16_t)((blk->qs[j] & 15) - 8);
+                v[32 * b + j + 16] = (int16_t)((blk->qs[j] >> 4) - 8);
+            }
+            s[b] = kiln_f16_to_f32(blk->d);
+        }
+        break;
+    case KILN_TYPE_Q4_K: {
+        const kiln_block_q4_k *blk = (const kiln_block_q4_k *)row + k0 / 256;
+        float d = kiln_f16_to_f32(blk->d), dmin = kiln_f16_to_f32(blk->dmin);
+        for (int sb = 0; sb < 8; sb++) {
+            int sc, mn;
+            kiln_q4k_scale_min(blk->scales, sb, &sc, &mn);
+            s[sb] = d * sc;
+            m[sb] = dmin * mn;
+            const uint8_t *q = blk->qs + 32 * (sb / 2);
+            for (int l = 0; l < 32; l++) v[32 * sb + l] = (int16_t)(sb & 1 ? q[l] >> 4 : q[l] & 15);
+        }
+        break;
+    }
+    case KILN_TYPE_Q6_K: {
+        const kiln_block_q6_k *blk = (const kiln_block_q6_k *)row + k0 / 256;
+        float d = kiln_f16_to_f32(blk->d);
+        for (int h = 0; h < 2; h++) {
+            const uint8_t *ql = blk->ql + 64 * h, *qh = blk->qh + 32 * h;
+            int16_t *vh = v + 128 * h;
+            for (int l = 0; l < 32; l++) {
+                vh[l] = (int16_t)(((ql[l] & 15) | (qh[l] & 3) << 4) - 32);
+                vh[l + 32] = (int16_t)(((ql[l + 32] & 15) | (qh[l] >> 2 & 3) << 4) - 32);
+                vh[l + 64] = (int16_t)(((ql[l] >> 4) | (qh[l] >> 4 & 3) << 4) - 32);
+                vh[l + 96] = (int16_t)(((ql[l + 32] >> 4) | (qh[l] >> 6) << 4) - 32);
+            }
+        }
+        for (int sb = 0; sb < 16; sb++) s[sb] = d * blk->scales[sb];
+        break;
+    }
+    }
+}
+
+typedef struct {
+    void *wq;
+    float *ws, *wm;
+} wpanel;
+
+/* Unpacks rows n0..n0+nr-1 (zero past N), columns k0..k0+kc-1, into P. */
+static void pack_w(const kiln_qkernels *qk, wpanel *P, const void *W, int type, int N, int K, int n0, int k0, int kc) {
+    int nr = qk->nr, U = kiln_qpack_unit(type), off = qk->wide ? 0 : kiln_qpack_offset(type), nu = kc / U;
+    size_t rb = kiln_quant_row_bytes(type, K);
+    int16_t v[KC];
+    float s[KC / 16], m[KC / 32];
+    for (int c = 0; c < nr; c++) {
+        int n = n0 + c;
+        if (n < N) unpack_row(type, (const char *)W + rb * n, k0, kc, v, s, m);
+        else {
+            memset(v, 0, sizeof v);
+            memset(s, 0, sizeof s);
+            memset(m, 0, sizeof m);
+            for (int k = 0; k < kc; k++) v[k] = (int16_t)-off; /* packs to 0 */
+        }
+        for (int u = 0; u < nu; u++) P->ws[u * nr + c] = s[u];
+        if (type == KILN_TYPE_Q4_K)
+            for (int u = 0; u < nu; u++) P->wm[u * nr + c] = m[u];
+        if (qk->wide) {
+            int16_t *wq = P->wq;
+            for (int k = 0; k < kc; k += 2) {
+                wq[(k / 2 * nr + c) * 2] = v[k];
+                wq[(k / 2 * nr + c) * 2 + 1] = v[k + 1];
+            }
+        } else {
+            uint8_t *wq = P->wq;
+            for (int k = 0; k < kc; k += 4)
+                for (int j = 0; j < 4; j++) wq[(k / 4 * nr + c) * 4 + j] = (uint8_t)(v[k + j] + off);
+        }
+    }
+}
+
+/* ---- activations: panels of mr tokens ---- */
+
+typedef struct {
+    void *xq;
+    float *xd, *xm;
+    int32_t *xb;
+} xpanel;
+
+static _Thread_local kiln_qx row_qx;
+
+static void pack_x(const kiln_qkernels *qk, xpanel *P, const float *X, int type, int T, int K, int t0) {
+    int mr = qk->mr, U = kiln_qpack_unit(type), nu = K / U, xblk = kiln_qx_block(type);
+    int off = qk->wide ? 0 : kiln_qpack_offset(type);
+    for (int r = 0; r < mr; r++) {
+        int t = t0 + r;
+        if (t < T) qk->quantize_x(&row_qx, X + (size_t)t * K, type, K);
+        for (int u = 0; u < nu; u++) {
+            int sum = 0;
+            float d = 0;
+            if (t < T) {
+                /* unit sums from the quantizer's sums: per 32 for Q8_0/Q4_0, per 16 for the K-quants */
+                sum = xblk == 32 ? row_qx.sum[u] : U == 16 ? row_qx.sum[u] : row_qx.sum[2 * u] + row_qx.sum[2 * u + 1];
+                d = row_qx.d[u * U / xblk];
+            }
+            P->xd[u * mr + r] = d;
+            P->xb[u * mr + r] = -off * sum;
+            P->xm[u * mr + r] = d * (float)sum;
+        }
+        if (qk->wide) {
+            int16_t *xq = P->xq;
+            for (int k = 0; k < K; k += 2) {
+                xq[(k / 2 * mr + r) * 2] = t < T ? row_qx.q[k] : 0;
+                xq[(k / 2 * mr + r) * 2 + 1] = t < T ? row_qx.q[k + 1] : 0;
+            }
+        } else {
+            int8_t *xq = P->xq;
+            for (int k = 0; k < K; k += 4)
+                for (int j = 0; j < 4; j++) xq[(k / 4 * mr + r) * 4 + j] = t < T ? row_qx.q[k + j] : 0;
+        }
+    }
+}
+
+typedef struct {
+    const kiln_qkernels *qk;
+    float *Y;
+    const float *X;
+    const void *W;
+    int type, T, N, K;
+    char *base;                 /* token panels, then one weight panel per thread */
+    size_t xq_bytes, xs_bytes, xp_bytes, wq_bytes, ws_bytes, wp_bytes;
+} qgemm_job;
+
+/* Thread TID's share of job J: a static share of the token panels to pack, then (once all are packed)
+ * its contiguous range of weight panels. */
+static void qgemm_share(const qgemm_job *j, int tid, int nth) {
+    const kiln_qkernels *qk = j->qk;
+    int mr = qk->mr, nr = qk->nr, U = kiln_qpack_unit(j->type), esz = qk->wide ? 2 : 1, T = j->T, N = j->N, K = j->K;
+    int n_tp = (T + mr - 1) / mr, n_np = (N + nr - 1) / nr;
+    for (int p = (int)((int64_t)n_tp * tid / nth); p < (int)((int64_t)n_tp * (tid + 1) / nth); p++) {
+        char *b = j->base + j->xp_bytes * p;
+        xpanel P = {b, (float *)(b + j->xq_bytes), (float *)(b + j->xq_bytes + j->xs_bytes),
+                    (int32_t *)(b + j->xq_bytes + 2 * j->xs_bytes)};
+        pack_x(qk, &P, j->X, j->type, T, K, p * mr);
+    }
+    if (nth > 1) {
+#pragma omp barrier
+    }
+    char *wb = j->base + j->xp_bytes * n_tp + j->wp_bytes * tid;
+    wpanel WP = {wb, (float *)(wb + j->wq_bytes), (float *)(wb + j->wq_bytes + j->ws_bytes)};
+    for (int jp = (int)((int64_t)n_np * tid / nth); jp < (int)((int64_t)n_np * (tid + 1) / nth); jp++) {
+        int n0 = jp * nr, nt = N - n0 < nr ? N - n0 : nr;
+        for (int k0 = 0; k0 < K; k0 += KC) {
+            int kc = K - k0 < KC ? K - k0 : KC, u0 = k0 / U;
+            pack_w(qk, &WP, j->W, j->type, N, K, n0, k0, kc);
+            for (int p = 0; p < n_tp; p++) {
+                char *b = j->base + j->xp_bytes * p;
+                int t0 = p * mr;
+                kiln_qtile a = {
+                    .Y = j->Y + (size_t)t0 * N + n0,
+                    .ldy = (size_t)N,
+                    .mt = T - t0 < mr ? T - t0 : mr,
+                    .nt = nt,
+                    .xq = (const int8_t *)(b + (size_t)k0 * mr * esz),
+                    .xd = (const float *)(b + j->xq_bytes) + u0 * mr,
+                    .xm = (const float *)(b + j->xq_bytes + j->xs_bytes) + u0 * mr,
+                    .xb = (const int32_t *)(b + j->xq_bytes + 2 * j->xs_bytes) + u0 * mr,
+                    .wq = WP.wq,
+                    .ws = WP.ws,
+                    .wm = j->type == KILN_TYPE_Q4_K ? WP.wm : NULL,
+                    .units = kc / U,
+                    .unit_k = U,
+                    .accumulate = k0 > 0,
+                };
+                qk->tile(&a);
+            }
+        }
+    }
+}
+
+static void qgemm(const kiln_qkernels *qk, float *Y, const float *X, const void *W, int type, int T, int N, int K) {
+    int mr = qk->mr, nr = qk->nr, nu = K / kiln_qpack_unit(type), esz = qk->wide ? 2 : 1;
+    qgemm_job j = {.qk = qk, .Y = Y, .X = X, .W = W, .type = type, .T = T, .N = N, .K = K};
+    j.xq_bytes = align64((size_t)K * mr * esz);
+    j.xs_bytes = align64(sizeof(float) * nu * mr);
+    j.xp_bytes = j.xq_bytes + 3 * j.xs_bytes;
+    j.wq_bytes = align64((size_t)KC * nr * esz);
+    j.ws_bytes = align64(sizeof(float) * (KC / 16) * nr);
+    j.wp_bytes = j.wq_bytes + 2 * j.ws_bytes;
+    j.base = scratch_bytes(j.xp_bytes * ((T + mr - 1) / mr) + j.wp_bytes * omp_get_max_threads());
+    /* Below ~1 MFLOP one thread is as fast; and not an `if` clause, as an inactive region costs ~1 us */
+    if ((double)T * N * K <= 5e5) {
+        qgemm_share(&j, 0, 1);
+        return;
+    }
+#pragma omp parallel
+    qgemm_share(&j, omp_get_thread_num(), omp_get_num_threads());
+}
+
+static _Thread_local kiln_qx vec_qx;
+
+void kiln_qmatmul_with(const kiln_qkernels *qk, float *Y, const float *X, const void *W, int type, int T, int N,
+                       int K) {
+    if (T <= 0 || N <= 0) return;
+    if (T > 1 && qk->tile) {
+        qgemm(qk, Y, X, W, type, T, N, K);
+        return;
+    }
+    kiln_qx *qx = &vec_qx; /* the calling thread's: inside the region the name means each thread's own */
+    for (int t = 0; t < T; t++) { /* decode, or prefill on the scalar table */
+        qk->quantize_x(qx, X + (size_t)t * K, type, K);
+        float *y = Y + (size_t)t * N;
+        /* Below ~128K weights the fork and join cost more than the second thread saves (and an inactive
+         * region still costs ~1 us, so no `if` clause). */
+        if ((int64_t)N * K < (1 << 17)) {
+            qk->matvec(y, qx, W, type, 0, N);
+            continue;
+        }
+#pragma omp parallel
+        {
+            int nth = omp_get_num_threads(), tid = omp_get_thread_num();
+            qk->matvec(y, qx, W, type, row_split(N, tid, nth), row_split(N, tid + 1, nth));
+        }
+    }
+}
+
+void kiln_qmatmul(float *Y, const float *X, const void *W, int type, int T, int N, int K) {
+    kiln_qmatmul_with(kiln_qkernels_active(), Y, X, W, type, T, N, K);
+}

@@ -1,0 +1,71 @@
+/* Internal to the kernels layer: the quantized-weight kernels of one instruction set, and the threaded
+ * driver that runs them (quant_gemm.c).
+ *
+ * Decode (T == 1) reads the weight blocks in place: the activations are quantized once per call and
+ * each thread's matvec walks its rows block by block with integer dot products.
+ *
+ * Prefill (T > 1) is a GEMM on integers. Weights are unpacked per panel of NR rows and KC columns into
+ * unsigned bytes u (the stored value plus an offset, so that vpdpbusd's u8 x s8 product applies) with a
+ * float scale per "unit" of 32 columns (16 for Q6_K) and row; tokens are packed per panel of MR into
+ * their int8 values with the scale of each unit. A unit's integer sum over u * x starts from
+ * -offset * sum(x), so it ends as the exact sum of the stored weights times x; the tile then adds
+ * sum * wscale * xscale (and, for Q4_K, subtracts wmin * xscale * sum(x)) to the float accumulators.
+ * Tables whose tile multiplies 16-bit values ("wide": AVX2's vpmaddwd) get int16 operands instead, the
+ * stored values themselves (offset 0), two per column group. */
+#ifndef KILN_KERNELS_QUANT_ISA_H
+#define KILN_KERNELS_QUANT_ISA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/quant.h"
+
+/* One register tile of the quantized GEMM: Y[t][c] (+)= sum over units of the unit's sum, t < mt,
+ * c < nt. Packed operands (unit_k / 4 groups of 4 columns per unit; wide: unit_k / 2 groups of 2):
+ *   xq[u][g][t][4]  int8 activations      wq[u][g][c][4]  unsigned weights (wide: int16 [2] each)
+ *   xd[u][t]        activation scales     ws[u][c]        weight scales
+ *   xb[u][t]        -offset * sum(x)      wm[u][c]        weight mins (Q4_K) or NULL
+ *   xm[u][t]        xscale * sum(x) (read only when wm is set) */
+typedef struct {
+    float *Y;
+    size_t ldy;
+    int mt, nt;
+    const int8_t *xq;
+    const float *xd, *xm;
+    const int32_t *xb;
+    const uint8_t *wq;
+    const float *ws, *wm;
+    int units, unit_k;
+    int accumulate;
+} kiln_qtile;
+
+typedef struct {
+    const char *name; /* "scalar", "avx2", "avx512" */
+    /* The same values as kiln_quantize_x_ref. */
+    void (*quantize_x)(kiln_qx *qx, const float *x, int type, int k);
+    /* y[i] = W[i] . x for rows r0 <= i < r1 of quantized TYPE, x quantized for TYPE. */
+    void (*matvec)(float *y, const kiln_qx *qx, const void *W, int type, int r0, int r1);
+    /* Tile of the GEMM; mr tokens by nr weight rows. NULL in the scalar table. */
+    int mr, nr, wide;
+    void (*tile)(const kiln_qtile *t);
+} kiln_qkernels;
+
+extern const kiln_qkernels kiln_qkernels_scalar, kiln_qkernels_avx2, kiln_qkernels_avx512;
+
+/* Tables this CPU can run, best first (NULL-terminated), and the one the drivers use: the best one at
+ * or below the level the float kernels run at (so KILN_ISA caps both). */
+const kiln_qkernels *const *kiln_qkernels_supported(void);
+const kiln_qkernels *kiln_qkernels_active(void);
+/* The best table at or below the level of the float kernels named ISA ("avx512", "avx2", "scalar"). */
+const kiln_qkernels *kiln_qkernels_for(const char *isa);
+
+/* The threaded quantized matmul with one table: Y = X . W^T, X T x K floats, W N rows of TYPE. */
+void kiln_qmatmul_with(const kiln_qkernels *qk, float *Y, const float *X, const void *W, int type, int T, int N,
+                       int K);
+void kiln_qmatmul(float *Y, const float *X, const void *W, int type, int T, int N, int K);
+
+/* Column offset that makes a stored weight of TYPE an unsigned byte, and the columns per unit. */
+int kiln_qpack_offset(int type);
+int kiln_qpack_unit(int type);
+
+#endif
