@@ -17,6 +17,10 @@ kiln_model *random_model(const char *name, int n_vocab, int ctx, int dim, int n_
 /* stories260K converted into this test's scratch directory (the path goes to *PATH when not NULL). */
 kiln_model *stories_model(const char **path);
 
+/* kiln_generate's greedy text (malloc'd) for N_NEW tokens after PROMPT with BOS: the reference that
+ * the server and batch inference must reproduce. */
+char *greedy_text(kiln_model *m, const char *prompt, int n_new);
+
 /* The model's probability of generating TOKS[0..N) after PROMPT (teacher forcing, fresh context). */
 double sequence_logprob(kiln_model *m, const int32_t *prompt, int n_prompt, const int32_t *toks, int n);
 

@@ -13,21 +13,6 @@
 
 static const char *PROMPTS[4] = {"Once upon a time", "Tom and Lily went", "The cat sat", "One day, a little bird"};
 
-static char *greedy_text(kiln_model *m, const char *prompt, int n_new) {
-    int32_t toks[256];
-    int n = kiln_tokenize(m, prompt, strlen(prompt), 1, toks, 256);
-    kiln_ctx *c = kiln_ctx_new(m, 0);
-    kiln_gen_params p;
-    kiln_gen_defaults(&p);
-    p.max_new_tokens = n_new;
-    kiln_gen_result r;
-    if (kiln_generate(c, toks, n, &p, &r) < 0) test_fail(__FILE__, __LINE__, "%s", kiln_last_error());
-    char *s = strdup(r.seqs[0].text);
-    kiln_gen_result_free(&r);
-    kiln_ctx_free(c);
-    return s;
-}
-
 static long rss_kb(pid_t pid) {
     char path[64], line[256];
     snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
