@@ -4,7 +4,7 @@
 set -eu
 PKGS="gcc make pkg-config libopenblas-dev libjansson-dev libpcre2-dev libxxhash-dev
       libmicrohttpd-dev python3-numpy python3-sentencepiece clang libclang-rt-14-dev xz-utils zstd tmux
-      curl time"
+      curl time openmpi-bin"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
