@@ -30,7 +30,7 @@ static int get_number(req *r, const char *key, double lo, double hi, double *out
 }
 
 static int get_float(req *r, const char *key, double lo, double hi, float *out) {
-    double d;
+    double d = 0;
     int rc = get_number(r, key, lo, hi, &d);
     if (rc == 0) *out = (float)d;
     return rc < 0 ? -1 : 0;
@@ -48,7 +48,7 @@ static int get_int(req *r, const char *key, long long lo, long long hi, long lon
 }
 
 static int set_int(req *r, const char *key, long long lo, long long hi, int *out) {
-    long long n;
+    long long n = 0;
     int rc = get_int(r, key, lo, hi, &n);
     if (rc == 0) *out = (int)n;
     return rc < 0 ? -1 : 0;

@@ -14,11 +14,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "base/comm.h"
 #include "base/error.h"
 #include "base/file.h"
 #include "base/progress.h"
 #include "train/blas.h"
-#include "train/comm.h"
 
 static volatile sig_atomic_t stop_signal;
 

@@ -1,8 +1,8 @@
-/* Data-parallel communication (comm.h). Under mpirun, OpenMPI's library is opened with dlopen and its
- * handful of functions looked up by name. In OpenMPI's ABI the predefined handles MPI_COMM_WORLD,
+/* Communication between processes (comm.h). Under mpirun, OpenMPI's library is opened with dlopen and
+ * its handful of functions looked up by name. In OpenMPI's ABI the predefined handles MPI_COMM_WORLD,
  * MPI_FLOAT, MPI_DOUBLE and MPI_SUM are the addresses of the exported objects ompi_mpi_comm_world,
  * ompi_mpi_float, ompi_mpi_double and ompi_mpi_op_sum, and MPI_IN_PLACE is (void *)1. */
-#include "train/comm.h"
+#include "base/comm.h"
 
 #include <dlfcn.h>
 #include <stdlib.h>
