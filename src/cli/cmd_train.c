@@ -4,18 +4,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/comm.h"
 #include "base/error.h"
 #include "base/progress.h"
 #include "cli/cli.h"
 #include "train/blas.h"
-#include "train/comm.h"
 #include "train/trainer.h"
 
 static const char *USAGE =
     "usage: kiln train --data CORPUS --out RUN [flags]      start a run in the folder RUN\n"
     "       kiln train --resume RUN [--steps N] [--minutes M]  continue it from its newest checkpoint\n"
     "  model (fixed for the run):\n"
-    "    --arch A           gpt2 (LayerNorm, learned positions, GELU) or llama (RMSNorm, RoPE, SwiGLU); default gpt2\n"
+    "    --arch A           gpt2 (LayerNorm, learned positions, GELU) or llama (RMSNorm, RoPE, SwiGLU); default llama\n"
     "    --layers N         transformer blocks (default 4)\n"
     "    --dim N            embedding width (default 256)\n"
     "    --heads N          attention heads (default 4)\n"
@@ -59,7 +59,7 @@ static int is_fixed(const char *flag) {
 
 static int train(int argc, char **argv) {
     blas_prefer_avx512(argv - 1); /* argv[-1]: the program, as main received it */
-    const char *arch = "gpt2", *resume = NULL, *fixed_flag = NULL, *v;
+    const char *arch = "llama", *resume = NULL, *fixed_flag = NULL, *v;
     /* defaults: a 3.2M-parameter model, which learns more in minutes on a few cores than a larger one */
     long long layers = 4, dim = 256, heads = 4, kv_heads = 0, ffn = 0, ctx = 256, batch = 16, accum = 1, warmup = -1;
     long long seed = 1, threads = 0;
