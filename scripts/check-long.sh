@@ -5,7 +5,8 @@
 # which is not instrumented) into build/fuzz/. Corpora start from the committed files of that format and
 # those the tests write, and grow in build/fuzz/corpus-NAME/ from run to run. Fails on any crash, leak,
 # undefined behaviour or input slower than 10 s; the input that did it is left in build/fuzz/. Then checks
-# that llama.cpp (npm node-llama-cpp) runs stories260K converted by kiln to llama2.c's greedy text.
+# that llama.cpp (npm node-llama-cpp) runs stories260K converted by kiln to llama2.c's greedy text, and
+# runs the trainer's long checks (scripts/check-long-train.sh: kill -9 and resume, learning, mpirun).
 set -eu
 cd "$(dirname "$0")/.."
 FUZZ_SECONDS=${FUZZ_SECONDS:-60}
@@ -80,3 +81,5 @@ build/kiln-test heal_mask >/dev/null
 set -o pipefail
 NODE_MODULES=$MODULES node tests/ref/llama_cpp_tokenize.mjs build/tmp/heal-qwen3-model.gguf qwen3 2>"$OUT/llama_cpp_tokenize.log" |
   sed 's/^/check-long: llama.cpp tokenization of kiln'"'"'s Qwen 3 GGUF: /'
+
+scripts/check-long-train.sh

@@ -48,4 +48,8 @@ int main(int argc, char **argv)
     { echo "(kiln generate failed:)"; cat "$DIR/generate.err"; exit 1; }
   printf '\n\n'
 done
-echo "Try: $KILN generate -m $RUN/latest.gguf -p 'your C code' -n 300 --temp 0.7"
+echo "== 5. try it yourself"
+echo "  write C with the model's ghost-text suggestions (Tab accepts, Esc saves and quits):"
+echo "    $KILN complete -m $RUN/latest.gguf my.c"
+echo "  or let it write:"
+echo "    $KILN generate -m $RUN/latest.gguf -p 'your C code' -n 300 --temp 0.7"
