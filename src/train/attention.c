@@ -28,39 +28,45 @@ static inline v16 vload(const float *p) {
 
 static inline void vstore(float *p, v16 v) { memcpy(p, &v, sizeof v); }
 
-/* C[4][NV*16] (+)= A[4][K] B[K][NV*16], with A's elements SR apart along rows and SK apart along k
- * (so a transposed A costs nothing); 4 x NV vector accumulators stay in registers. */
+/* C[8][NV*16] (+)= A[8][K] B[K][NV*16], with A's elements SR apart along rows and SK apart along k
+ * (so a transposed A costs nothing); 8 x NV vector accumulators stay in registers. Each k loads NV
+ * vectors of B once and broadcasts 8 elements of A: with NV = 2 that is 10 loads for 16 FMAs, so the
+ * FMA units, not the two load ports, set the pace. The empty asm keeps B's vectors in registers: left
+ * alone, GCC folds them into the FMAs as memory operands and loads each one 8 times. */
 #define DEFINE_KERNEL(NV)                                                                                      \
-    static void kernel_4x##NV(float *C, const float *A, const float *B, int K, size_t sr, size_t sk, int ldb,  \
+    static void kernel_8x##NV(float *C, const float *A, const float *B, int K, size_t sr, size_t sk, int ldb,  \
                               int ldc, int add) {                                                              \
-        v16 c[4][NV];                                                                                          \
-        _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++) _Pragma("GCC unroll 4") for (int j = 0; j < NV;   \
+        v16 c[8][NV];                                                                                          \
+        _Pragma("GCC unroll 8") for (int r = 0; r < 8; r++) _Pragma("GCC unroll 2") for (int j = 0; j < NV;   \
                                                                                            j++) c[r][j] =    \
             add ? vload(C + (size_t)r * ldc + j * VL) : (v16){0};                                              \
         for (int k = 0; k < K; k++) {                                                                          \
             v16 b[NV];                                                                                         \
-            _Pragma("GCC unroll 4") for (int j = 0; j < NV; j++) b[j] = vload(B + (size_t)k * ldb + j * VL);   \
-            _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++) {                                              \
+            _Pragma("GCC unroll 2") for (int j = 0; j < NV; j++) {                                             \
+                b[j] = vload(B + (size_t)k * ldb + j * VL);                                                    \
+                __asm__("" : "+v"(b[j]));                                                                      \
+            }                                                                                                  \
+            _Pragma("GCC unroll 8") for (int r = 0; r < 8; r++) {                                              \
                 float a = A[r * sr + k * sk];                                                                  \
-                _Pragma("GCC unroll 4") for (int j = 0; j < NV; j++) c[r][j] += a * b[j];                      \
+                _Pragma("GCC unroll 2") for (int j = 0; j < NV; j++) c[r][j] += a * b[j];                      \
             }                                                                                                  \
         }                                                                                                      \
-        _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++) _Pragma("GCC unroll 4") for (int j = 0; j < NV;   \
+        _Pragma("GCC unroll 8") for (int r = 0; r < 8; r++) _Pragma("GCC unroll 2") for (int j = 0; j < NV;   \
                                                                                            j++)              \
             vstore(C + (size_t)r * ldc + j * VL, c[r][j]);                                                     \
     }
-DEFINE_KERNEL(4)
+DEFINE_KERNEL(2)
 DEFINE_KERNEL(1)
 
-/* C (+)= A B for M x K A (element (m, k) at A[m SR + k SK]) and row-major K x N B; M a multiple of 4,
- * N of 16. */
+/* C (+)= A B for M x K A (element (m, k) at A[m SR + k SK]) and row-major K x N B; M a multiple of 8,
+ * N of 16 (the callers' sizes are multiples of 16: QB, padded time, padded head dim). */
 static void small_gemm(float *C, const float *A, const float *B, int M, int N, int K, size_t sr, size_t sk, int ldb,
                        int ldc, int add) {
-    for (int m = 0; m < M; m += 4) {
+    for (int m = 0; m < M; m += 8) {
         int n = 0;
-        for (; n + 4 * VL <= N; n += 4 * VL)
-            kernel_4x4(C + (size_t)m * ldc + n, A + m * sr, B + n, K, sr, sk, ldb, ldc, add);
-        for (; n < N; n += VL) kernel_4x1(C + (size_t)m * ldc + n, A + m * sr, B + n, K, sr, sk, ldb, ldc, add);
+        for (; n + 2 * VL <= N; n += 2 * VL)
+            kernel_8x2(C + (size_t)m * ldc + n, A + m * sr, B + n, K, sr, sk, ldb, ldc, add);
+        for (; n < N; n += VL) kernel_8x1(C + (size_t)m * ldc + n, A + m * sr, B + n, K, sr, sk, ldb, ldc, add);
     }
 }
 
