@@ -14,7 +14,9 @@ kiln_model *tiny_model(const char *name, int n_vocab, int ctx, uint64_t seed, fl
 /* The same with DIM wide layers (DIM / 8 heads of 8, as many KV heads) and N_LAYERS of them. */
 kiln_model *random_model(const char *name, int n_vocab, int ctx, int dim, int n_layers, uint64_t seed,
                          float logit_scale);
-/* stories260K converted into this test's scratch directory (the path goes to *PATH when not NULL). */
+/* stories260K converted into this test's scratch directory: the GGUF's path, or the model opened (its
+ * path to *PATH when not NULL). */
+const char *stories_gguf(void);
 kiln_model *stories_model(const char **path);
 
 /* kiln_generate's greedy text (malloc'd) for N_NEW tokens after PROMPT with BOS: the reference that

@@ -59,7 +59,7 @@ kiln_model *tiny_model(const char *name, int n_vocab, int ctx, uint64_t seed, fl
     return random_model(name, n_vocab, ctx, 16, 1, seed, logit_scale);
 }
 
-kiln_model *stories_model(const char **path_out) {
+const char *stories_gguf(void) {
     static char path[4096];
     snprintf(path, sizeof path, "%s", test_tmp("stories260K.gguf"));
     char cmd[16384], *err;
@@ -68,6 +68,11 @@ kiln_model *stories_model(const char **path_out) {
     int rc = test_run(cmd, NULL, &err);
     CHECKF(rc == 0, "convert failed (%d): %s", rc, err);
     free(err);
+    return path;
+}
+
+kiln_model *stories_model(const char **path_out) {
+    const char *path = stories_gguf();
     if (path_out) *path_out = path;
     kiln_model *m = kiln_model_open(path);
     CHECKF(m != NULL, "%s", kiln_last_error());

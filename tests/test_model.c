@@ -7,20 +7,7 @@
 #include "format/gguf.h"
 #include "kiln.h"
 #include "test.h"
-
-/* Converts stories260K into this test's scratch directory and returns the GGUF path. */
-static const char *stories_gguf(void) {
-    static char path[4096];
-    snprintf(path, sizeof path, "%s", test_tmp("stories260K.gguf"));
-    char cmd[16384];
-    snprintf(cmd, sizeof cmd, "%s convert %s --tokenizer %s -o %s", test_kiln_bin(),
-             test_data("stories260K/stories260K.bin"), test_data("stories260K/tok512.bin"), path);
-    char *err;
-    int rc = test_run(cmd, NULL, &err);
-    CHECKF(rc == 0, "convert failed (%d): %s", rc, err);
-    free(err);
-    return path;
-}
+#include "test_decode.h"
 
 /* Runs `kiln ARGS`, expecting failure with a one-line error on stderr containing WANT. */
 static void expect_cli_error(const char *args, const char *want) {
