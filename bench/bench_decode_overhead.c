@@ -81,6 +81,9 @@ static const chain_spec chains[] = {
      1.1f, 0.1f, 0.1f, 40, 0},
     {"everything: + no-repeat-3gram, typical-p .95, top-k 0", KILN_SEARCH_SAMPLE, 0.8f, 0.95f, 0.05f, 0.95f, 1.1f,
      0.1f, 0.1f, 0, 3},
+    {"  the same without typical-p (its share is the difference)", KILN_SEARCH_SAMPLE, 0.8f, 0.95f, 0.05f, 1, 1.1f,
+     0.1f, 0.1f, 0, 3},
+    {"typical-p .95 alone", KILN_SEARCH_SAMPLE, 1, 1, 0, 0.95f, 1, 0, 0, 0, 0},
 };
 
 /* Median seconds of the chain plus the pick on a copy of X. */

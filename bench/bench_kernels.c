@@ -1,11 +1,13 @@
 /* bench_kernels: the kernels against the machine and against OpenBLAS, measured in one run.
- *   (a) read bandwidth: all threads summing a 1 GiB float array, median of 5 (bandwidth.h);
+ *   (a) read bandwidth: all threads streaming a 256 MiB buffer, best of 9 (bandwidth.h);
  *   (b) decode matrix-vector products, GB/s of weights read and as a fraction of (a), per weight type,
  *       for each matrix shape of a 110M llama (dim 768, ffn 2048, vocab 32000), and for a sweep over all
  *       its matrices (440 MB in f32: what one decoded token reads, far beyond any cache);
  *   (c) prefill GEMM at T = 512, GFLOP/s per type and shape, against OpenBLAS cblas_sgemm on the same
- *       f32 shapes in the same run; attention at the same T; and the prefill tok/s they add up to.
- * usage: bench_kernels [--quick]   (KILN_ISA caps the kernels as everywhere) */
+ *       f32 shapes in the same run; attention at the same T; and the prefill tok/s they add up to;
+ *   (d) short batches (a target's pass over drafted tokens): every matrix of the 110M model once, at
+ *       T = 1..16 tokens, by the short-batch kernel against the prefill GEMM, as a multiple of T = 1.
+ * usage: bench_kernels [--quick] [--short-only]   (KILN_ISA caps the kernels as everywhere) */
 #include <cblas.h>
 #include <omp.h>
 #include <stdio.h>
@@ -15,6 +17,7 @@
 #include "bandwidth.h"
 #include "base/file.h"
 #include "base/half.h"
+#include "kernels/isa.h"
 #include "kernels/kernels.h"
 
 enum { DIM = 768, FFN = 2048, VOCAB = 32000, LAYERS = 12, HEADS = 12, HEAD_DIM = 64, T_PREFILL = 512 };
@@ -220,14 +223,73 @@ static void bench_prefill(void) {
     free(x), free(y);
 }
 
+/* One pass of T tokens over every matrix of the model, with the table's short-batch kernel or forced
+ * onto the GEMM. */
+typedef struct {
+    void **w;
+    int type, T;
+    const kiln_kernels *kk;
+    float *x, *y;
+} pass_arg;
+
+static void call_pass(void *p) {
+    pass_arg *a = p;
+    int m = 0;
+    for (int l = 0; l < LAYERS; l++)
+        for (int s = 0; s < N_SHAPES - 1; s++)
+            for (int r = 0; r < shapes[s].per_layer; r++, m++)
+                kiln_matmul_with(a->kk, a->y, a->x, a->w[m], a->type, a->T, shapes[s].n, shapes[s].k);
+    kiln_matmul_with(a->kk, a->y, a->x, a->w[m], a->type, a->T, VOCAB, DIM);
+}
+
+static void bench_short_batches(void) {
+    const kiln_kernels *kk = kiln_kernels_active();
+    if (!kk->matvecs) return;
+    kiln_kernels gemm_only = *kk;
+    gemm_only.matvecs_max = 1;
+    printf("\n(d) short batches: all 85 matrices of the 110M model at T tokens, ms per pass and as a multiple of\n"
+           "    T = 1 (memory-bound: ideally ~1); short-batch kernel (used for T <= %d) against the GEMM\n",
+           kk->matvecs_max);
+    float *x = make_floats((size_t)16 * FFN, 9), *y = malloc(sizeof(float) * 16 * VOCAB);
+    for (int ti = 0; ti < 3; ti += 2) {
+        int n_w = LAYERS * 7 + 1, m = 0;
+        void **w = malloc(sizeof(void *) * n_w);
+        for (int l = 0; l < LAYERS; l++)
+            for (int s = 0; s < N_SHAPES - 1; s++)
+                for (int r = 0; r < shapes[s].per_layer; r++, m++)
+                    w[m] = make_matrix(types[ti], shapes[s].n, shapes[s].k, 100 + m);
+        w[m] = make_matrix(types[ti], VOCAB, DIM, 99);
+        printf("%-5s %4s %9s %7s %9s %7s\n", type_names[ti], "T", "matvecs", "x T=1", "gemm", "x T=1");
+        double one = 0;
+        for (int T = 1; T <= 16; T++) {
+            pass_arg a = {w, types[ti], T, kk, x, y}, g = {w, types[ti], T, &gemm_only, x, y};
+            double tm = time_call(call_pass, &a), tg = T > 1 ? time_call(call_pass, &g) : tm;
+            if (T == 1) one = tm;
+            printf("%-5s %4d %9.2f %6.2fx %9.2f %6.2fx\n", "", T, 1e3 * tm, tm / one, 1e3 * tg, tg / one);
+        }
+        for (int i = 0; i < n_w; i++) free(w[i]);
+        free(w);
+    }
+    free(x), free(y);
+}
+
 int main(int argc, char **argv) {
-    int quick = argc > 1 && !strcmp(argv[1], "--quick");
+    int quick = 0, short_only = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--quick")) quick = 1;
+        else if (!strcmp(argv[i], "--short-only")) short_only = 1;
+    }
     if (quick) min_seconds = 0.1;
+    if (short_only) {
+        bench_short_batches();
+        return 0;
+    }
     printf("bench_kernels: isa %s, %d OpenMP threads; OpenBLAS %s kernels, %d threads\n", kiln_isa(),
            omp_get_max_threads(), openblas_get_corename(), openblas_get_num_threads());
     double bw = bench_read_bandwidth();
-    printf("(a) read bandwidth: %.1f GB/s (1 GiB float sum, all threads, median of 5)\n", bw / 1e9);
+    printf("(a) read bandwidth: %.1f GB/s (256 MiB read, all threads, best of 9)\n", bw / 1e9);
     bench_decode(bw);
     bench_prefill();
+    bench_short_batches();
     return 0;
 }

@@ -166,8 +166,8 @@ static void speed_on_byte_llama(const char *tmp) {
     kiln_ctx *tc = kiln_ctx_new(tm, 0), *dc = kiln_ctx_new(dm, 0);
     printf("-- speed: byte-level 110M-shape target (f32), its Q4_0 quantization as draft, best of 3 x 64 tokens, %d threads\n",
            kiln_get_threads());
-    printf("   target pass: 1 token %.1f ms, 5 tokens %.1f ms, 9 tokens %.1f ms; draft pass %.1f ms\n", pass_ms(tc, 1),
-           pass_ms(tc, 5), pass_ms(tc, 9), pass_ms(dc, 1));
+    printf("   target pass: 1 token %.1f ms, 5 tokens %.1f ms, 9 tokens %.1f ms; draft pass: 1 token %.1f ms, 5 tokens "
+           "%.1f ms\n", pass_ms(tc, 1), pass_ms(tc, 5), pass_ms(tc, 9), pass_ms(dc, 1), pass_ms(dc, 5));
     int32_t prompt[32];
     for (int i = 0; i < 32; i++) prompt[i] = "Speculative decoding, measured.."[i];
     for (int greedy = 1; greedy >= 0; greedy--) {

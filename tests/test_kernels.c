@@ -9,6 +9,7 @@
 #include "base/rng.h"
 #include "kernels/isa.h"
 #include "kernels/kernels.h"
+#include "kernels/quant.h"
 #include "test.h"
 
 static void fill(float *x, size_t n, uint64_t seed, float lo, float hi) {
@@ -73,12 +74,35 @@ TEST(short_batch_matmul_equals_reference_for_every_token_count_and_type) {
     for (const kiln_kernels *const *kk = kiln_kernels_supported(); *kk; kk++) {
         if (!(*kk)->matvec) continue;
         for (int ty = 0; ty < 3; ty++)
-            for (int T = 2; T <= 9; T++) { /* 9: just past the short-batch path */
+            for (int T = 2; T <= (*kk)->matvecs_max + 1; T++) { /* the last one: just past the short-batch path */
                 check_matmul_against_reference(*kk, types[ty], T, 67, 257);
                 check_matmul_against_reference(*kk, types[ty], T, 3, 33);
                 check_matmul_against_reference(*kk, types[ty], T, 515, 1001); /* threaded */
             }
     }
+}
+
+TEST(quantized_short_batch_equals_the_tokens_one_at_a_time) {
+    /* A speculative draft catching up on 2 to 4 tokens: the integer GEMM would pack every weight, so
+     * they run one at a time, and each row of the batch is exactly the one-token product. */
+    enum { N = 67, K = 32 * 24 };
+    float *f = malloc(sizeof(float) * N * K), *X = malloc(sizeof(float) * 4 * K);
+    float *Y = malloc(sizeof(float) * 4 * N), *y = malloc(sizeof(float) * N);
+    fill(f, (size_t)N * K, 3, -1, 1);
+    fill(X, (size_t)4 * K, 4, -1, 1);
+    size_t rb = kiln_row_bytes(KILN_TYPE_Q4_0, K);
+    char *W = malloc(rb * N);
+    for (int i = 0; i < N; i++) kiln_quantize_row(KILN_TYPE_Q4_0, f + (size_t)i * K, W + rb * i, K);
+    for (int T = 2; T <= 4; T++) {
+        kiln_matmul(Y, X, W, KILN_TYPE_Q4_0, T, N, K);
+        for (int t = 0; t < T; t++) {
+            kiln_matmul(y, X + (size_t)t * K, W, KILN_TYPE_Q4_0, 1, N, K);
+            for (int i = 0; i < N; i++)
+                CHECKF(Y[t * N + i] == y[i], "T=%d: Y[%d][%d] = %.9g, one token at a time %.9g", T, t, i,
+                       Y[t * N + i], y[i]);
+        }
+    }
+    free(f), free(X), free(Y), free(y), free(W);
 }
 
 TEST(prefill_matmul_equals_reference_for_f32_weights) {

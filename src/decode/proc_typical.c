@@ -40,6 +40,22 @@ static double entropy(decode_cands *c, float max, double total) {
     return log(total) - dot / total;
 }
 
+/* The candidates whose logit is >= MIN, as decode_collect_ge finds them, or -1 as soon as there are more
+ * than CAP: with a flat distribution nearly the whole vocabulary is near, and collecting it all only to
+ * take the bucketed cut after all cost a third of the processor. Blocks of 4096 keep the vectorised scan. */
+static int collect_near(const decode_cands *c, float min, int cap, int32_t *out) {
+    enum { BLOCK = 4096 };
+    int k = 0, dense = c->n == c->n_vocab;
+    for (int b = 0; b < c->n && k <= cap; b += BLOCK) {
+        int len = c->n - b < BLOCK ? c->n - b : BLOCK;
+        int got = decode_collect_ge(dense ? c->logits + b : c->logits, dense ? NULL : c->ids + b, len, min, out + k);
+        if (dense)
+            for (int i = 0; i < got; i++) out[k + i] += b;
+        k += got;
+    }
+    return k <= cap ? k : -1;
+}
+
 /* Selects among the N items (key = logit on entry) and writes the kept ids to c->s->ids; returns how
  * many and sets *FARTHEST to the largest |s - H| kept. */
 static int select_typical(decode_cands *c, int n, double target, double h, double s_shift, int keep_min,
@@ -74,8 +90,8 @@ static void apply(const kiln_gen_params *p, const decode_history *h, decode_cand
     double target = p->typical_p * total * (1 - DECODE_MASS_SLACK), farthest;
     int keep_min = p->min_tokens_to_keep;
     int32_t *near = c->s->ids;
-    int n = decode_collect_ge(c->logits, c->n < c->n_vocab ? c->ids : NULL, c->n, max - GAP, near);
-    if (n < c->n && n <= c->n_vocab / 8 && n >= keep_min) { /* few: else the bucketed cut costs less */
+    int n = collect_near(c, max - GAP, c->n_vocab / 8, near);
+    if (n >= 0 && n < c->n && n >= keep_min) { /* few: else the bucketed cut costs less */
         double mass = 0;
         for (int i = 0; i < n; i++) mass += c->s->prob[near[i]];
         if (mass >= target) {

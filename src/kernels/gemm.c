@@ -39,13 +39,18 @@ static float *scratch_floats(size_t n) {
     return (float *)(((uintptr_t)scratch.raw + 63) & ~(uintptr_t)63);
 }
 
+/* Token panel P of X, k-major: dst[k][r] = X[p * mr + r][k]. Written in order, one k at a time from
+ * the mr rows (each read in order too): row by row, every row strided over the whole panel, measured
+ * slower. */
 static void pack_x_panel(float *dst, const float *X, int T, int K, int mr, int p) {
-    for (int r = 0; r < mr; r++) {
-        int t = p * mr + r;
-        if (t < T)
-            for (int k = 0; k < K; k++) dst[(size_t)k * mr + r] = X[(size_t)t * K + k];
-        else
-            for (int k = 0; k < K; k++) dst[(size_t)k * mr + r] = 0;
+    enum { MAX_MR = 16 }; /* gemm_mr of every table is at most this */
+    const float *x[MAX_MR];
+    int rows = T - p * mr < mr ? T - p * mr : mr;
+    for (int r = 0; r < rows; r++) x[r] = X + (size_t)(p * mr + r) * K;
+    for (int k = 0; k < K; k++) {
+        float *d = dst + (size_t)k * mr;
+        for (int r = 0; r < rows; r++) d[r] = x[r][k];
+        for (int r = rows; r < mr; r++) d[r] = 0;
     }
 }
 

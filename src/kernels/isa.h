@@ -23,6 +23,12 @@ typedef struct {
     /* y[i] = W[i] . x for rows r0 <= i < r1 (y indexed by row). */
     void (*matvec)(float *y, const float *x, const void *W, int type, int r0, int r1, int K);
 
+    /* Short batches: Y[t][i] = W[i] . X[t] for t < T, rows r0 <= i < r1, X rows K floats apart, Y rows LDY
+     * apart. Each weight row is read from memory once for all T tokens, so T tokens cost about what one
+     * does while the product is bound by memory; the drivers use it for 1 < T <= matvecs_max. */
+    void (*matvecs)(float *Y, size_t ldy, const float *X, int T, const void *W, int type, int r0, int r1, int K);
+    int matvecs_max;
+
     /* Prefill GEMM pieces. A tile is gemm_mr tokens by gemm_nr outputs.
      * pack_w writes dst[k][c] = W[n0 + c][k0 + k] as f32 for k < kc, c < gemm_nr (0 for rows >= N).
      * tile computes Y[t][c] (+)= sum_k xp[k][t] * wp[k][c] for t < mt, c < nt, xp holding gemm_mr
@@ -71,9 +77,11 @@ void kiln_rope_with(const kiln_kernels *kk, float *x, int n_heads, int head_dim,
 /* Matmul pieces defined in matmul_<isa>.c, gathered into the tables by ops_<isa>.c, and their tiles. */
 enum { KILN_AVX2_MR = 6, KILN_AVX2_NR = 16, KILN_AVX512_MR = 14, KILN_AVX512_NR = 32 };
 void kiln_matvec_avx2(float *y, const float *x, const void *W, int type, int r0, int r1, int K);
+void kiln_matvecs_avx2(float *Y, size_t ldy, const float *X, int T, const void *W, int type, int r0, int r1, int K);
 void kiln_pack_w_avx2(float *dst, const void *W, int type, int N, int K, int n0, int k0, int kc);
 void kiln_tile_avx2(float *Y, size_t ldy, int mt, int nt, const float *xp, const float *wp, int kc, int accumulate);
 void kiln_matvec_avx512(float *y, const float *x, const void *W, int type, int r0, int r1, int K);
+void kiln_matvecs_avx512(float *Y, size_t ldy, const float *X, int T, const void *W, int type, int r0, int r1, int K);
 void kiln_pack_w_avx512(float *dst, const void *W, int type, int N, int K, int n0, int k0, int kc);
 void kiln_tile_avx512(float *Y, size_t ldy, int mt, int nt, const float *xp, const float *wp, int kc,
                       int accumulate);

@@ -315,18 +315,28 @@ static void attend_block(float *out, size_t out_stride, const float *q, size_t q
         }
         if (_mm512_cmp_ps_mask(corr, _mm512_set1_ps(1.0f), _CMP_NEQ_UQ))
             for (int j = 0; j < hd; j++) _mm512_store_ps(ot + j * L, _mm512_mul_ps(_mm512_load_ps(ot + j * L), corr));
-#pragma GCC unroll 4
-        for (int g = 0; g < C; g += 4) {
-            const float *v0 = key_row(V, s0 + g, n_keys, kv_stride), *v1 = key_row(V, s0 + g + 1, n_keys, kv_stride);
-            const float *v2 = key_row(V, s0 + g + 2, n_keys, kv_stride), *v3 = key_row(V, s0 + g + 3, n_keys, kv_stride);
-            for (int j = 0; j < hd; j++) {
-                __m512 o = _mm512_load_ps(ot + j * L);
-                o = _mm512_fmadd_ps(S[g], _mm512_set1_ps(v0[j]), o);
-                o = _mm512_fmadd_ps(S[g + 1], _mm512_set1_ps(v1[j]), o);
-                o = _mm512_fmadd_ps(S[g + 2], _mm512_set1_ps(v2[j]), o);
-                o = _mm512_fmadd_ps(S[g + 3], _mm512_set1_ps(v3[j]), o);
-                _mm512_store_ps(ot + j * L, o);
-            }
+        /* P.V: 8 output dims at a time stay in registers (8 + the 16 of S) over all C keys, so ot is
+         * loaded and stored once per block of keys, not once per 4 keys. */
+        const float *v[C];
+#pragma GCC unroll 16
+        for (int c = 0; c < C; c++) v[c] = key_row(V, s0 + c, n_keys, kv_stride);
+        int j = 0;
+        for (; j + 8 <= hd; j += 8) {
+            __m512 o[8];
+#pragma GCC unroll 8
+            for (int u = 0; u < 8; u++) o[u] = _mm512_load_ps(ot + (j + u) * L);
+#pragma GCC unroll 16
+            for (int c = 0; c < C; c++)
+#pragma GCC unroll 8
+                for (int u = 0; u < 8; u++) o[u] = _mm512_fmadd_ps(S[c], _mm512_set1_ps(v[c][j + u]), o[u]);
+#pragma GCC unroll 8
+            for (int u = 0; u < 8; u++) _mm512_store_ps(ot + (j + u) * L, o[u]);
+        }
+        for (; j < hd; j++) {
+            __m512 o = _mm512_load_ps(ot + j * L);
+#pragma GCC unroll 16
+            for (int c = 0; c < C; c++) o = _mm512_fmadd_ps(S[c], _mm512_set1_ps(v[c][j]), o);
+            _mm512_store_ps(ot + j * L, o);
         }
     }
     float ls[L];
@@ -343,6 +353,8 @@ const kiln_kernels kiln_kernels_avx512 = {
     .gelu = gelu,
     .swiglu = swiglu,
     .matvec = kiln_matvec_avx512,
+    .matvecs = kiln_matvecs_avx512,
+    .matvecs_max = 16, /* bench_kernels (d): still 1.5-2.8x cheaper than the GEMM at 16 tokens */
     .gemm_mr = KILN_AVX512_MR,
     .gemm_nr = KILN_AVX512_NR,
     .pack_w = kiln_pack_w_avx512,
