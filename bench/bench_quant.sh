@@ -3,7 +3,8 @@
 # `kiln quantize` to Q8_0 and Q4_0 (Q4_K_M with KILN_BENCH_QTYPES="q8_0 q4_0 q4_k_m"): kiln against
 # llama.cpp compiled for this CPU (../shared/tools/llama-cpp-peer) on the same files, same threads, same
 # run (pp512 and tg128, as llama-bench reports them), and kiln's decode as a fraction of the
-# memory-bandwidth limit measured in the same run. THREADS (default: all cores).
+# memory-bandwidth limit measured in the same run (bandwidth.h: weight bytes per token x tok/s over the
+# read bandwidth). THREADS (default: all cores).
 set -eu
 cd "$(dirname "$0")/.."
 T=${BENCH_TMP:-/tmp/kiln-bench}
@@ -26,6 +27,8 @@ for qt in ${KILN_BENCH_QTYPES:-q8_0 q4_0}; do
   out=$(OMP_NUM_THREADS=$THREADS build/bench/bench_model "$model" --quick)
   echo "-- $qt: kiln"
   sed 's/^/   /' <<<"$out"
+  awk -v b="$(kv "$out" weight_bytes_per_token)" -v t="$(kv "$out" decode_after_16_tps)" -v bw="$(kv "$out" read_bandwidth_GBps)" \
+    'BEGIN { printf "   decode reads %.1f MB/token x %.1f tok/s = %.1f GB/s = %.0f%% of the read bandwidth (%.1f GB/s)\n", b / 1e6, t, b * t / 1e9, 100 * b * t / 1e9 / bw, bw }'
   [ -n "$PEER" ] || continue
   pp=$("$PEER" -m "$model" -t "$THREADS" -p 512 -n 0 -o jsonl 2>/dev/null | tail -n 1)
   tg=$("$PEER" -m "$model" -t "$THREADS" -p 0 -n 128 -o jsonl 2>/dev/null | tail -n 1)

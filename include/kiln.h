@@ -82,8 +82,17 @@ typedef struct {
     int n_cls;              /* outputs of a sequence-classification / reward head (0: none) */
 } kiln_config;
 
-/* Tensor element types, numbered as in GGUF/ggml. */
-typedef enum { KILN_TYPE_F32 = 0, KILN_TYPE_F16 = 1, KILN_TYPE_BF16 = 30 } kiln_type;
+/* Tensor element types, numbered as in GGUF/ggml: the float types, and the quantized block types kiln
+ * reads, writes and computes with (layouts in src/kernels/quant.h). */
+typedef enum {
+    KILN_TYPE_F32 = 0,
+    KILN_TYPE_F16 = 1,
+    KILN_TYPE_Q4_0 = 2,
+    KILN_TYPE_Q8_0 = 8,
+    KILN_TYPE_Q4_K = 12,
+    KILN_TYPE_Q6_K = 14,
+    KILN_TYPE_BF16 = 30
+} kiln_type;
 
 /* ---- Models ---- */
 typedef struct kiln_model kiln_model;

@@ -32,8 +32,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* ggml type ids of the quantized types kiln computes with (kiln_type has the float ones). */
-enum { KILN_TYPE_Q4_0 = 2, KILN_TYPE_Q8_0 = 8, KILN_TYPE_Q4_K = 12, KILN_TYPE_Q6_K = 14 };
+#include "kiln.h" /* the type ids: KILN_TYPE_Q8_0 and the others are kiln_type values */
 
 typedef struct {
     uint16_t d;

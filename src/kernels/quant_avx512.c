@@ -4,7 +4,9 @@
  * Every integer product goes through vpdpbusd (u8 x s8, four products into each 32-bit lane), so the
  * weights are made unsigned: Q8_0 by flipping the sign bit (w + 128), Q4_0 and the K-quants are unsigned
  * already (nibbles, 6-bit values). The offset times sum(x) is subtracted through each lane's starting
- * value: a block's lanes start from -offset * sum(x) / lanes, exact in integers.
+ * value. In the Q8_0 and Q4_0 decode kernels each lane starts from -offset times the sum of its own x,
+ * so it ends as the exact sum of its products, as in ggml; the K-quant kernels start a sub-block's
+ * lanes from equal shares, exact only summed (their integer sums are scaled before the float sum).
  *
  * The activations are rearranged once per call (each thread, into its own scratch) so that the bytes
  * of x match the order in which the weight bytes come out of their blocks, and a block's scale lands
@@ -88,7 +90,7 @@ static void *scratch_get(size_t bytes) {
 
 typedef struct {
     __m512 dx;   /* the block's x scale in each of its lanes */
-    __m512i b0;  /* starting value of each lane: -128 * sum(x) / 8 */
+    __m512i b0;  /* starting value of each lane: -128 times the sum of the lane's 4 x */
 } q8_lanes;
 
 /* The f16 scales D0 and D1 of two blocks, each in the 8 lanes that hold its block's sums. */
@@ -128,9 +130,12 @@ static void matvec_q8_0(float *y, const kiln_qx *qx, const void *W, int r0, int 
     q8_lanes *L = scratch_get(sizeof(q8_lanes) * (size_t)ng);
     for (int c = 0; c < ng; c++) {
         float d1 = 2 * c + 1 < nb ? qx->d[2 * c + 1] : 0;
-        int s1 = 2 * c + 1 < nb ? qx->sum[2 * c + 1] : 0;
         L[c].dx = _mm512_mask_blend_ps(0xff00, _mm512_set1_ps(qx->d[2 * c]), _mm512_set1_ps(d1));
-        L[c].b0 = _mm512_mask_blend_epi32(0xff00, _mm512_set1_epi32(-16 * qx->sum[2 * c]), _mm512_set1_epi32(-16 * s1));
+        /* each lane's own offset (not a share of its block's): the lane then ends as the exact sum of its
+         * 4 products, as in ggml's kernels, and no lane carries a large term that cancels only after
+         * the float sum (which made the result ~10x less accurate) */
+        L[c].b0 = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(-128),
+                                                                                _mm512_load_si512(qx->q + 64 * c)));
     }
     size_t rb = (size_t)nb * 34;
     for (int i = r0; i < r1; i++) y[i] = q8_0_row((const uint8_t *)W + rb * i, L, qx->q, nb);
@@ -144,7 +149,7 @@ static void matvec_q8_0(float *y, const kiln_qx *qx, const void *W, int r0, int 
 typedef struct {
     int8_t lo[64], hi[64];
     __m512 dx;
-    __m512i b0; /* -8 * sum(x) / 4 */
+    __m512i b0; /* -8 times the sum of the lane's 8 x (4 low, 4 high) */
 } q4_lanes;
 
 /* Four f16 scales packed in a 64-bit word, each in the 4 lanes of its block. */
@@ -192,20 +197,20 @@ static void matvec_q4_0(float *y, const kiln_qx *qx, const void *W, int r0, int 
     q4_lanes *L = scratch_get(sizeof(q4_lanes) * (size_t)ng);
     for (int c = 0; c < ng; c++) {
         float dx[16];
-        int32_t b0[16];
         for (int b = 0; b < 4; b++) {
             int blk = 4 * c + b, ok = blk < nb;
             for (int i = 0; i < 16; i++) {
                 L[c].lo[16 * b + i] = ok ? qx->q[32 * blk + i] : 0;
                 L[c].hi[16 * b + i] = ok ? qx->q[32 * blk + 16 + i] : 0;
             }
-            for (int l = 0; l < 4; l++) {
-                dx[4 * b + l] = ok ? qx->d[blk] : 0;
-                b0[4 * b + l] = ok ? -2 * qx->sum[blk] : 0;
-            }
+            for (int l = 0; l < 4; l++) dx[4 * b + l] = ok ? qx->d[blk] : 0;
         }
         L[c].dx = _mm512_loadu_ps(dx);
-        L[c].b0 = _mm512_loadu_si512(b0);
+        /* each lane's own offset, so that it ends as the exact sum of its 8 products (see Q8_0) */
+        const __m512i eight = _mm512_set1_epi8(8), zero = _mm512_setzero_si512();
+        __m512i off = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, eight, _mm512_load_si512(L[c].lo)), eight,
+                                          _mm512_load_si512(L[c].hi));
+        L[c].b0 = _mm512_sub_epi32(zero, off);
     }
     size_t rb = (size_t)nb * 18;
     for (int i = r0; i < r1; i++) y[i] = q4_0_row((const uint8_t *)W + rb * i, L, nb);
@@ -355,23 +360,22 @@ static void matvec(float *y, const kiln_qx *qx, const void *W, int type, int r0,
 
 enum { MR = 6, NR = 32 };
 
-static void tile(const kiln_qtile *a) {
-    __m512 acc[MR][2];
-    #pragma GCC unroll 8
-    for (int t = 0; t < MR; t++) acc[t][0] = acc[t][1] = _mm512_setzero_ps();
-    int g4 = a->unit_k / 4;
+/* The tile's units of G4 groups of 4 columns (G4 a constant: with the group loop unrolled the integer
+ * sums stay in their registers; a loop carrying them made GCC copy each one twice per product). */
+INLINE void tile_units(const kiln_qtile *a, __m512 acc[MR][2], int G4) {
     const int8_t *xq = a->xq;
     const uint8_t *wq = a->wq;
-    for (int u = 0; u < a->units; u++) {
+    for (int u = 0; u < a->units; u++, xq += 4 * MR * G4, wq += 4 * NR * G4) {
         __m512i s[MR][2];
         #pragma GCC unroll 8
         for (int t = 0; t < MR; t++) s[t][0] = s[t][1] = _mm512_set1_epi32(a->xb[u * MR + t]);
-        for (int g = 0; g < g4; g++, xq += 4 * MR, wq += 4 * NR) {
-            __m512i w0 = _mm512_load_si512(wq), w1 = _mm512_load_si512(wq + 64);
+        #pragma GCC unroll 8
+        for (int g = 0; g < G4; g++) {
+            __m512i w0 = _mm512_load_si512(wq + 4 * NR * g), w1 = _mm512_load_si512(wq + 4 * NR * g + 64);
             #pragma GCC unroll 8
             for (int t = 0; t < MR; t++) {
                 int32_t xv;
-                memcpy(&xv, xq + 4 * t, 4);
+                memcpy(&xv, xq + 4 * MR * g + 4 * t, 4);
                 __m512i xb = _mm512_set1_epi32(xv);
                 s[t][0] = _mm512_dpbusd_epi32(s[t][0], w0, xb);
                 s[t][1] = _mm512_dpbusd_epi32(s[t][1], w1, xb);
@@ -394,6 +398,14 @@ static void tile(const kiln_qtile *a) {
             }
         }
     }
+}
+
+static void tile(const kiln_qtile *a) {
+    __m512 acc[MR][2];
+    #pragma GCC unroll 8
+    for (int t = 0; t < MR; t++) acc[t][0] = acc[t][1] = _mm512_setzero_ps();
+    if (a->unit_k == 32) tile_units(a, acc, 8);
+    else tile_units(a, acc, 4); /* Q6_K: units of 16 */
     __mmask16 m0 = a->nt >= 16 ? 0xffff : (__mmask16)((1u << a->nt) - 1);
     __mmask16 m1 = a->nt >= 32 ? 0xffff : a->nt <= 16 ? 0 : (__mmask16)((1u << (a->nt - 16)) - 1);
     #pragma GCC unroll 8

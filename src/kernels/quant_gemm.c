@@ -100,24 +100,46 @@ static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
  * of y. */
 static int row_split(int N, int tid, int nth) { return tid == nth ? N : (int)((int64_t)N * tid / nth) & ~15; }
 
-/* ---- weights: one row's KC columns as stored values, unit scales and (Q4_K) unit mins ---- */
+/* ---- weights: one row's KC columns as stored values plus OFF, unit scales and (Q4_K) unit mins ----
+ * Values come out as 16-bit (the wide tables' operands) or as bytes, which with the offset of the type
+ * are the unsigned operands of vpdpbusd. The byte forms are written 16 or 32 at a time: a prefill
+ * unpacks every weight once per call, as many bytes as the tile reads per token panel. */
 
-static void unpack_row(int type, const void *row, int k0, int kc, int16_t *v, float *s, float *m) {
+static void unpack_row(int type, const void *row, int k0, int kc, int off, int16_t *v, uint8_t *u, float *s,
+                       float *m) {
     switch (type) {
     case KILN_TYPE_Q8_0:
         for (int b = 0; b < kc / 32; b++) {
             const kiln_block_q8_0 *blk = (const kiln_block_q8_0 *)row + k0 / 32 + b;
-            for (int j = 0; j < 32; j++) v[32 * b + j] = blk->qs[j];
+            if (u) /* offset 128: the sign bit flipped, 8 bytes at a time */
+                for (int j = 0; j < 32; j += 8) {
+                    uint64_t q;
+                    memcpy(&q, blk->qs + j, 8);
+                    q ^= 0x8080808080808080u;
+                    memcpy(u + 32 * b + j, &q, 8);
+                }
+            else
+                for (int j = 0; j < 32; j++) v[32 * b + j] = blk->qs[j];
             s[b] = kiln_f16_to_f32(blk->d);
         }
         break;
     case KILN_TYPE_Q4_0:
         for (int b = 0; b < kc / 32; b++) {
             const kiln_block_q4_0 *blk = (const kiln_block_q4_0 *)row + k0 / 32 + b;
-            for (int j = 0; j < 16; j++) {
-                v[32 * b + j] = (int16_t)((blk->qs[j] & 15) - 8);
-                v[32 * b + j + 16] = (int16_t)((blk->qs[j] >> 4) - 8);
-            }
+            if (u) /* offset 8: the nibbles themselves, 8 bytes at a time */
+                for (int j = 0; j < 16; j += 8) {
+                    uint64_t q, lo, hi;
+                    memcpy(&q, blk->qs + j, 8);
+                    lo = q & 0x0f0f0f0f0f0f0f0fu;
+                    hi = q >> 4 & 0x0f0f0f0f0f0f0f0fu;
+                    memcpy(u + 32 * b + j, &lo, 8);
+                    memcpy(u + 32 * b + j + 16, &hi, 8);
+                }
+            else
+                for (int j = 0; j < 16; j++) {
+                    v[32 * b + j] = (int16_t)((blk->qs[j] & 15) - 8);
+                    v[32 * b + j + 16] = (int16_t)((blk->qs[j] >> 4) - 8);
+                }
             s[b] = kiln_f16_to_f32(blk->d);
         }
         break;
@@ -130,7 +152,11 @@ static void unpack_row(int type, const void *row, int k0, int kc, int16_t *v, fl
             s[sb] = d * sc;
             m[sb] = dmin * mn;
             const uint8_t *q = blk->qs + 32 * (sb / 2);
-            for (int l = 0; l < 32; l++) v[32 * sb + l] = (int16_t)(sb & 1 ? q[l] >> 4 : q[l] & 15);
+            for (int l = 0; l < 32; l++) {
+                int x = sb & 1 ? q[l] >> 4 : q[l] & 15;
+                if (u) u[32 * sb + l] = (uint8_t)(x + off);
+                else v[32 * sb + l] = (int16_t)x;
+            }
         }
         break;
     }
@@ -139,12 +165,16 @@ static void unpack_row(int type, const void *row, int k0, int kc, int16_t *v, fl
         float d = kiln_f16_to_f32(blk->d);
         for (int h = 0; h < 2; h++) {
             const uint8_t *ql = blk->ql + 64 * h, *qh = blk->qh + 32 * h;
-            int16_t *vh = v + 128 * h;
+            int x[128];
             for (int l = 0; l < 32; l++) {
-                vh[l] = (int16_t)(((ql[l] & 15) | (qh[l] & 3) << 4) - 32);
-                vh[l + 32] = (int16_t)(((ql[l + 32] & 15) | (qh[l] >> 2 & 3) << 4) - 32);
-                vh[l + 64] = (int16_t)(((ql[l] >> 4) | (qh[l] >> 4 & 3) << 4) - 32);
-                vh[l + 96] = (int16_t)(((ql[l + 32] >> 4) | (qh[l] >> 6) << 4) - 32);
+                x[l] = ((ql[l] & 15) | (qh[l] & 3) << 4) - 32;
+                x[l + 32] = ((ql[l + 32] & 15) | (qh[l] >> 2 & 3) << 4) - 32;
+                x[l + 64] = ((ql[l] >> 4) | (qh[l] >> 4 & 3) << 4) - 32;
+                x[l + 96] = ((ql[l + 32] >> 4) | (qh[l] >> 6) << 4) - 32;
+            }
+            for (int l = 0; l < 128; l++) {
+                if (u) u[128 * h + l] = (uint8_t)(x[l] + off);
+                else v[128 * h + l] = (int16_t)x[l];
             }
         }
         for (int sb = 0; sb < 16; sb++) s[sb] = d * blk->scales[sb];
@@ -163,29 +193,26 @@ static void pack_w(const kiln_qkernels *qk, wpanel *P, const void *W, int type, 
     int nr = qk->nr, U = kiln_qpack_unit(type), off = qk->wide ? 0 : kiln_qpack_offset(type), nu = kc / U;
     size_t rb = kiln_quant_row_bytes(type, K);
     int16_t v[KC];
+    uint8_t u[KC];
     float s[KC / 16], m[KC / 32];
     for (int c = 0; c < nr; c++) {
         int n = n0 + c;
-        if (n < N) unpack_row(type, (const char *)W + rb * n, k0, kc, v, s, m);
-        else {
+        if (n < N) unpack_row(type, (const char *)W + rb * n, k0, kc, off, v, qk->wide ? NULL : u, s, m);
+        else { /* zero weights: stored value 0, packed as the offset */
             memset(v, 0, sizeof v);
+            memset(u, off, sizeof u);
             memset(s, 0, sizeof s);
             memset(m, 0, sizeof m);
-            for (int k = 0; k < kc; k++) v[k] = (int16_t)-off; /* packs to 0 */
         }
-        for (int u = 0; u < nu; u++) P->ws[u * nr + c] = s[u];
+        for (int q = 0; q < nu; q++) P->ws[q * nr + c] = s[q];
         if (type == KILN_TYPE_Q4_K)
-            for (int u = 0; u < nu; u++) P->wm[u * nr + c] = m[u];
+            for (int q = 0; q < nu; q++) P->wm[q * nr + c] = m[q];
         if (qk->wide) {
             int16_t *wq = P->wq;
-            for (int k = 0; k < kc; k += 2) {
-                wq[(k / 2 * nr + c) * 2] = v[k];
-                wq[(k / 2 * nr + c) * 2 + 1] = v[k + 1];
-            }
+            for (int k = 0; k < kc; k += 2) memcpy(wq + (k / 2 * nr + c) * 2, v + k, 4);
         } else {
             uint8_t *wq = P->wq;
-            for (int k = 0; k < kc; k += 4)
-                for (int j = 0; j < 4; j++) wq[(k / 4 * nr + c) * 4 + j] = (uint8_t)(v[k + j] + off);
+            for (int k = 0; k < kc; k += 4) memcpy(wq + (k / 4 * nr + c) * 4, u + k, 4);
         }
     }
 }
@@ -206,28 +233,31 @@ static void pack_x(const kiln_qkernels *qk, xpanel *P, const float *X, int type,
     for (int r = 0; r < mr; r++) {
         int t = t0 + r;
         if (t < T) qk->quantize_x(&row_qx, X + (size_t)t * K, type, K);
-        for (int u = 0; u < nu; u++) {
+        for (int q = 0; q < nu; q++) {
             int sum = 0;
             float d = 0;
             if (t < T) {
                 /* unit sums from the quantizer's sums: per 32 for Q8_0/Q4_0, per 16 for the K-quants */
-                sum = xblk == 32 ? row_qx.sum[u] : U == 16 ? row_qx.sum[u] : row_qx.sum[2 * u] + row_qx.sum[2 * u + 1];
-                d = row_qx.d[u * U / xblk];
+                sum = xblk == 32 ? row_qx.sum[q] : U == 16 ? row_qx.sum[q] : row_qx.sum[2 * q] + row_qx.sum[2 * q + 1];
+                d = row_qx.d[q * U / xblk];
             }
-            P->xd[u * mr + r] = d;
-            P->xb[u * mr + r] = -off * sum;
-            P->xm[u * mr + r] = d * (float)sum;
+            P->xd[q * mr + r] = d;
+            P->xb[q * mr + r] = -off * sum;
+            P->xm[q * mr + r] = d * (float)sum;
         }
+        /* 4 bytes (wide: 2 int16) per column group, token r's slot of each group */
         if (qk->wide) {
-            int16_t *xq = P->xq;
-            for (int k = 0; k < K; k += 2) {
-                xq[(k / 2 * mr + r) * 2] = t < T ? row_qx.q[k] : 0;
-                xq[(k / 2 * mr + r) * 2 + 1] = t < T ? row_qx.q[k + 1] : 0;
+            int16_t *xq = (int16_t *)P->xq + 2 * r;
+            for (int k = 0; k < K; k += 2, xq += 2 * mr) {
+                xq[0] = t < T ? row_qx.q[k] : 0;
+                xq[1] = t < T ? row_qx.q[k + 1] : 0;
             }
         } else {
-            int8_t *xq = P->xq;
-            for (int k = 0; k < K; k += 4)
-                for (int j = 0; j < 4; j++) xq[(k / 4 * mr + r) * 4 + j] = t < T ? row_qx.q[k + j] : 0;
+            int8_t *xq = (int8_t *)P->xq + 4 * r;
+            if (t < T)
+                for (int k = 0; k < K; k += 4, xq += 4 * mr) memcpy(xq, row_qx.q + k, 4);
+            else
+                for (int k = 0; k < K; k += 4, xq += 4 * mr) memset(xq, 0, 4);
         }
     }
 }

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Greedy tokens, 64 steps, kiln against llama.cpp (compiled for this CPU, ../shared/tools/llama-cpp-peer)
+# on the random 110M llama (bench/bench_quant.sh's files) in f32, Q8_0 and Q4_0, for four prompts; and,
+# as the noise floor of the quantized runs, kiln's AVX2 kernels against its AVX-512 ones: both quantize
+# the activations identically and differ only in the order of float sums. For each pair it prints the
+# first step where the tokens part, with both top-2 margins there, and the largest top-logit difference
+# before it. Needs build/libkiln.a (make) and the peer.
+#     tests/ref/quant_greedy_vs_llama_cpp.sh [N_STEPS]
+set -eu
+cd "$(dirname "$0")/../.."
+N=${1:-64}
+T=${BENCH_TMP:-/tmp/kiln-bench}
+TOK=../shared/testdata/llama2-tokenizer/tokenizer.bin
+PEER=$(../shared/tools/llama-cpp-peer 2>/dev/null | tail -n 1)
+LIBS=$(dirname "$PEER")
+SRC=$(../shared/tools/llama-cpp-peer --print-src 2>/dev/null | tail -n 1)
+W=$(mktemp -d)
+trap 'rm -rf "$W"' EXIT
+gcc -O2 tests/ref/quant_greedy_llama_cpp.c -I"$SRC/include" -I"$SRC/ggml/include" -L"$LIBS" -lllama -lggml \
+  -lggml-base -Wl,-rpath,"$LIBS" -o "$W/llama"
+gcc -O2 -std=c11 -fopenmp -Iinclude tests/ref/quant_greedy_kiln.c build/libkiln.a -o "$W/kiln" \
+  -lopenblas -ljansson -lpcre2-8 -lxxhash -lmicrohttpd -lm -lpthread
+
+f32="$T/llama110m-f32.gguf"
+[ -s "$f32" ] || build/bench/make_model "$f32" f32 --tokenizer "$TOK"
+compare() { # NAME A B: first divergence of two runs' outputs
+  paste -d' ' "$2" "$3" | awk -v name="$1" -v n="$N" '
+    $1 != $5 { printf "  %-22s part at step %d: %d (margin %.4f) vs %d (margin %.4f); before it top logits differed by at most %.2g\n",
+               name, NR - 1, $1, $3, $5, $7, worst; parted = 1; exit }
+    { d = $4 - $8; if (d < 0) d = -d; if (d > worst) worst = d }
+    END { if (!parted) printf "  %-22s all %d steps agree; top logits differed by at most %.2g\n", name, n, worst }'
+}
+for qt in f32 q8_0 q4_0; do
+  model="$T/llama110m-$qt.gguf"
+  [ -s "$model" ] || build/kiln quantize "$f32" "$model" --type "$qt" --quiet
+  echo "-- $qt"
+  for p in "Once upon a time" "The meaning of life is" "In a small village," "def fibonacci(n):"; do
+    echo " \"$p\""
+    ids=$("$W/kiln" "$model" -t "$p")
+    "$W/llama" "$model" "$N" $ids >"$W/l"
+    "$W/kiln" "$model" "$N" $ids >"$W/k"
+    compare "kiln vs llama.cpp" "$W/k" "$W/l"
+    [ "$qt" = f32 ] && continue
+    KILN_ISA=avx2 "$W/kiln" "$model" "$N" $ids >"$W/k2"
+    compare "kiln avx2 vs avx512" "$W/k2" "$W/k"
+  done
+done
