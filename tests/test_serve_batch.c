@@ -51,7 +51,7 @@ TEST(batch_eval_matches_single_sequence_eval_on_gpt2) {
     kiln_model_close(m);
 }
 
-/* Matrices big enough to be shared by two threads, and steps short enough for the blocked products
+/* Matrices big enough to be shared by two threads, and steps short enough for the multi-row matvec
  * (3 rows) and long enough for the GEMM (18 rows). */
 TEST(batch_eval_matches_single_sequence_eval_on_wide_layers_in_short_and_long_steps) {
     kiln_model *m = random_model("wide.gguf", 1024, 64, 256, 1, 5, 4.0f);

@@ -2,8 +2,6 @@
  * row sits at its own position in its own cache, so positions, RoPE angles and attention are per row,
  * and everything else (norms, matmuls, MLP) runs on the N stacked rows at once. */
 #include <math.h>
-#include <omp.h>
-#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -59,47 +57,10 @@ void kiln_batch_free(kiln_batch *b) {
     free(b);
 }
 
-/* Steps of fewer rows than this multiply by blocks of weights (block_products); from it on the GEMM is
- * about as fast or faster (measured on 2 cores, f32 and bf16, dim 512: the blocks win up to 16 rows in
- * f32 and 20 in bf16). */
-enum { SHORT_STEP = 17, BLOCK_WEIGHTS = 1 << 13 };
-
-/* Rows J0..J1-1 of blocks of R weight rows: for each block, every step row's matrix-vector product. */
-static void block_products(float *y, const float *x, const kiln_mat *w, int n, int r, int j0, int j1) {
-    size_t rb = kiln_row_bytes(w->type, w->cols);
-    for (int j = j0; j < j1; j++) {
-        int r0 = j * r, nr = w->rows - r0 < r ? w->rows - r0 : r;
-        for (int t = 0; t < n; t++)
-            kiln_matmul(y + (size_t)t * w->rows + r0, x + (size_t)t * w->cols, (const char *)w->data + rb * r0,
-                        w->type, 1, nr, w->cols);
-    }
-}
-
-/* Y[t] = W . X[t] for the N rows of a step. A step of a few rows multiplies by blocks of ~8K weights
- * (16 KiB of bf16, 32 KiB of f32) that stay in L1 while each row's matrix-vector product reads them:
- * the weights come from memory once per step, as in the GEMM, but without its packing and its padding
- * to a tile of 14 rows, which made a step of 2 rows take 4.5x (f32) to 7x (bf16) as long as a step of
- * 1; with blocks of 32K weights, read from L2, 16 rows took 15% longer. Quantized weights keep their
- * integer GEMM. */
+/* Y[t] = W . X[t] for the N rows of a step: kiln_matmul reads each weight row once for a short step
+ * (multi-row matvec up to 16 rows) and runs the GEMM for longer ones. */
 static void matmul(float *y, const float *x, const kiln_mat *w, int n) {
-    int floats = w->type == KILN_TYPE_F32 || w->type == KILN_TYPE_F16 || w->type == KILN_TYPE_BF16;
-    if (n == 1 || n >= SHORT_STEP || !floats) {
-        kiln_matmul(y, x, w->data, w->type, n, w->rows, w->cols);
-        return;
-    }
-    int r = BLOCK_WEIGHTS / w->cols / 8 * 8;
-    if (r < 8) r = 8;
-    int n_blocks = (w->rows + r - 1) / r;
-    /* below ~128K weights a fork costs more than the second thread saves */
-    if ((int64_t)w->rows * w->cols < (1 << 17)) {
-        block_products(y, x, w, n, r, 0, n_blocks);
-        return;
-    }
-#pragma omp parallel
-    {
-        int nth = omp_get_num_threads(), tid = omp_get_thread_num();
-        block_products(y, x, w, n, r, (int)((int64_t)n_blocks * tid / nth), (int)((int64_t)n_blocks * (tid + 1) / nth));
-    }
+    kiln_matmul(y, x, w->data, w->type, n, w->rows, w->cols);
 }
 
 static void add_bias(float *y, const float *bias, int n, int width) {
