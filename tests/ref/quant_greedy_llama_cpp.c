@@ -1,6 +1,9 @@
 /* Greedy decoding in llama.cpp through its C API, for tests/ref/quant_greedy_vs_llama_cpp.sh: the prompt
  * token ids as one batch, then N greedy steps; per step one line "token runner_up margin top_logit".
- * f32 KV cache and flash attention off: llama.cpp's CPU flash attention rounds through f16. */
+ * f32 KV cache and flash attention off: llama.cpp's CPU flash attention rounds through f16.
+ * With LLAMA_PROMPT_TOKENWISE=1 the prompt goes in one token per decode call instead: llama.cpp then
+ * takes its matrix-vector kernels for it rather than its matrix-matrix ones, the same arithmetic in
+ * another float order (the noise floor of llama.cpp against itself). */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -26,7 +29,11 @@ int main(int argc, char **argv) {
     int nv = llama_vocab_n_tokens(llama_model_get_vocab(model));
     llama_token toks[256];
     for (int i = 0; i < np; i++) toks[i] = atoi(argv[3 + i]);
-    llama_decode(ctx, llama_batch_get_one(toks, np));
+    const char *tokenwise = getenv("LLAMA_PROMPT_TOKENWISE");
+    if (tokenwise && *tokenwise == '1')
+        for (int i = 0; i < np; i++) llama_decode(ctx, llama_batch_get_one(toks + i, 1));
+    else
+        llama_decode(ctx, llama_batch_get_one(toks, np));
     for (int s = 0; s < n; s++) {
         const float *lg = llama_get_logits_ith(ctx, -1);
         int a = 0, b = 1;
