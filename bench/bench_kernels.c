@@ -6,8 +6,11 @@
  *   (c) prefill GEMM at T = 512, GFLOP/s per type and shape, against OpenBLAS cblas_sgemm on the same
  *       f32 shapes in the same run; attention at the same T; and the prefill tok/s they add up to;
  *   (d) short batches (a target's pass over drafted tokens): every matrix of the 110M model once, at
- *       T = 1..16 tokens, by the short-batch kernel against the prefill GEMM, as a multiple of T = 1.
- * usage: bench_kernels [--quick] [--short-only]   (KILN_ISA caps the kernels as everywhere) */
+ *       T = 1..16 tokens, by the short-batch kernel against the prefill GEMM, as a multiple of T = 1, in
+ *       f32, bf16, Q8_0 and Q4_0;
+ *   (e) the integer GEMM of quantized weights at T = 512 (Q8_0, Q4_0, Q4_K, Q6_K), GOP/s per shape.
+ * usage: bench_kernels [--quick] [--short-only] [--quant-prefill-only]   (KILN_ISA caps the kernels as
+ * everywhere, the quantized ones too) */
 #include <cblas.h>
 #include <omp.h>
 #include <stdio.h>
@@ -19,6 +22,7 @@
 #include "base/half.h"
 #include "kernels/isa.h"
 #include "kernels/kernels.h"
+#include "kernels/quant_isa.h"
 
 enum { DIM = 768, FFN = 2048, VOCAB = 32000, LAYERS = 12, HEADS = 12, HEAD_DIM = 64, T_PREFILL = 512 };
 
@@ -223,46 +227,91 @@ static void bench_prefill(void) {
     free(x), free(y);
 }
 
+/* A matrix of TYPE as make_matrix, quantized row by row for the quantized types. */
+static void *make_weights(int type, int n, int k, unsigned seed) {
+    if (!kiln_quant_block(type)) return make_matrix(type, n, k, seed);
+    float *f = make_matrix(KILN_TYPE_F32, n, k, seed);
+    size_t rb = kiln_quant_row_bytes(type, k);
+    char *q = malloc(rb * n);
+    for (int i = 0; i < n; i++) kiln_quantize_row(type, f + (size_t)i * k, q + rb * i, k);
+    free(f);
+    return q;
+}
+
+/* The integer GEMM of quantized weights at T = 512, with the table kiln_matmul uses (KILN_ISA=avx2 for
+ * the AVX2 tile). */
+static void bench_quant_prefill(void) {
+    int T = T_PREFILL;
+    static const int qtypes[] = {KILN_TYPE_Q8_0, KILN_TYPE_Q4_0, KILN_TYPE_Q4_K, KILN_TYPE_Q6_K};
+    printf("\n(e) quantized prefill GEMM, T = %d, %s tile: GOP/s (2 ops per multiply-add)\n", T,
+           kiln_qkernels_active()->name);
+    printf("%-20s %8s %8s %8s %8s\n", "shape", "q8_0", "q4_0", "q4_k", "q6_k");
+    float *x = make_floats((size_t)T * FFN, 2), *y = malloc(sizeof(float) * T * FFN);
+    for (int s = 0; s < N_SHAPES - 1; s++) {
+        printf("%-20s", shapes[s].name);
+        for (int ti = 0; ti < 4; ti++) {
+            void *w[1] = {make_weights(qtypes[ti], shapes[s].n, shapes[s].k, 31)};
+            matmul_arg a = {y, x, w, 1, qtypes[ti], T, shapes[s].n, shapes[s].k, 0};
+            printf(" %8.1f", 2.0 * T * shapes[s].n * shapes[s].k / time_call(call_matmul, &a) / 1e9);
+            free(w[0]);
+        }
+        printf("\n");
+    }
+    free(x), free(y);
+}
+
 /* One pass of T tokens over every matrix of the model, with the table's short-batch kernel or forced
- * onto the GEMM. */
+ * onto the GEMM; quantized weights through their own table (QK). */
 typedef struct {
     void **w;
     int type, T;
     const kiln_kernels *kk;
+    const kiln_qkernels *qk;
     float *x, *y;
 } pass_arg;
+
+static void pass_matmul(const pass_arg *a, const void *w, int n, int k) {
+    if (a->qk) kiln_qmatmul_with(a->qk, a->y, a->x, w, a->type, a->T, n, k);
+    else kiln_matmul_with(a->kk, a->y, a->x, w, a->type, a->T, n, k);
+}
 
 static void call_pass(void *p) {
     pass_arg *a = p;
     int m = 0;
     for (int l = 0; l < LAYERS; l++)
         for (int s = 0; s < N_SHAPES - 1; s++)
-            for (int r = 0; r < shapes[s].per_layer; r++, m++)
-                kiln_matmul_with(a->kk, a->y, a->x, a->w[m], a->type, a->T, shapes[s].n, shapes[s].k);
-    kiln_matmul_with(a->kk, a->y, a->x, a->w[m], a->type, a->T, VOCAB, DIM);
+            for (int r = 0; r < shapes[s].per_layer; r++, m++) pass_matmul(a, a->w[m], shapes[s].n, shapes[s].k);
+    pass_matmul(a, a->w[m], VOCAB, DIM);
 }
 
 static void bench_short_batches(void) {
     const kiln_kernels *kk = kiln_kernels_active();
+    const kiln_qkernels *qk = kiln_qkernels_active();
     if (!kk->matvecs) return;
     kiln_kernels gemm_only = *kk;
     gemm_only.matvecs_max = 1;
+    kiln_qkernels qgemm_only = *qk;
+    qgemm_only.matvecs_max = 1;
     printf("\n(d) short batches: all 85 matrices of the 110M model at T tokens, ms per pass and as a multiple of\n"
-           "    T = 1 (memory-bound: ideally ~1); short-batch kernel (used for T <= %d) against the GEMM\n",
-           kk->matvecs_max);
+           "    T = 1 (memory-bound: ideally ~1); short-batch kernel (used for T <= %d, quantized %d) against the "
+           "GEMM\n",
+           kk->matvecs_max, qk->matvecs_max);
     float *x = make_floats((size_t)16 * FFN, 9), *y = malloc(sizeof(float) * 16 * VOCAB);
-    for (int ti = 0; ti < 3; ti += 2) {
-        int n_w = LAYERS * 7 + 1, m = 0;
+    static const int sb_types[] = {KILN_TYPE_F32, KILN_TYPE_BF16, KILN_TYPE_Q8_0, KILN_TYPE_Q4_0};
+    static const char *const sb_names[] = {"f32", "bf16", "q8_0", "q4_0"};
+    for (int ti = 0; ti < 4; ti++) {
+        int type = sb_types[ti], quant = kiln_quant_block(type) != 0, n_w = LAYERS * 7 + 1, m = 0;
         void **w = malloc(sizeof(void *) * n_w);
         for (int l = 0; l < LAYERS; l++)
             for (int s = 0; s < N_SHAPES - 1; s++)
                 for (int r = 0; r < shapes[s].per_layer; r++, m++)
-                    w[m] = make_matrix(types[ti], shapes[s].n, shapes[s].k, 100 + m);
-        w[m] = make_matrix(types[ti], VOCAB, DIM, 99);
-        printf("%-5s %4s %9s %7s %9s %7s\n", type_names[ti], "T", "matvecs", "x T=1", "gemm", "x T=1");
+                    w[m] = make_weights(type, shapes[s].n, shapes[s].k, 100 + m);
+        w[m] = make_weights(type, VOCAB, DIM, 99);
+        printf("%-5s %4s %9s %7s %9s %7s\n", sb_names[ti], "T", "matvecs", "x T=1", "gemm", "x T=1");
         double one = 0;
         for (int T = 1; T <= 16; T++) {
-            pass_arg a = {w, types[ti], T, kk, x, y}, g = {w, types[ti], T, &gemm_only, x, y};
+            pass_arg a = {w, type, T, kk, quant ? qk : NULL, x, y};
+            pass_arg g = {w, type, T, &gemm_only, quant ? &qgemm_only : NULL, x, y};
             double tm = time_call(call_pass, &a), tg = T > 1 ? time_call(call_pass, &g) : tm;
             if (T == 1) one = tm;
             printf("%-5s %4d %9.2f %6.2fx %9.2f %6.2fx\n", "", T, 1e3 * tm, tm / one, 1e3 * tg, tg / one);
@@ -274,14 +323,19 @@ static void bench_short_batches(void) {
 }
 
 int main(int argc, char **argv) {
-    int quick = 0, short_only = 0;
+    int quick = 0, short_only = 0, quant_prefill_only = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--quick")) quick = 1;
         else if (!strcmp(argv[i], "--short-only")) short_only = 1;
+        else if (!strcmp(argv[i], "--quant-prefill-only")) quant_prefill_only = 1;
     }
     if (quick) min_seconds = 0.1;
     if (short_only) {
         bench_short_batches();
+        return 0;
+    }
+    if (quant_prefill_only) {
+        bench_quant_prefill();
         return 0;
     }
     printf("bench_kernels: isa %s, %d OpenMP threads; OpenBLAS %s kernels, %d threads\n", kiln_isa(),
@@ -291,5 +345,6 @@ int main(int argc, char **argv) {
     bench_decode(bw);
     bench_prefill();
     bench_short_batches();
+    bench_quant_prefill();
     return 0;
 }

@@ -2,7 +2,8 @@
 # Prefill and decode of the ~110M llama (random weights, ../shared/PEERS.md's shape) quantized by
 # `kiln quantize` to Q8_0 and Q4_0 (Q4_K_M with KILN_BENCH_QTYPES="q8_0 q4_0 q4_k_m"): kiln against
 # llama.cpp compiled for this CPU (../shared/tools/llama-cpp-peer) on the same files, same threads, same
-# run (pp512 and tg128, as llama-bench reports them), and kiln's decode as a fraction of the
+# run (pp512 and tg128, as llama-bench reports them; kiln's prefill on a warmed context as llama-bench's,
+# and on a new one, each the best of 3), and kiln's decode as a fraction of the
 # memory-bandwidth limit measured in the same run (bandwidth.h: weight bytes per token x tok/s over the
 # read bandwidth). THREADS (default: all cores).
 set -eu
@@ -29,10 +30,11 @@ for qt in ${KILN_BENCH_QTYPES:-q8_0 q4_0}; do
   sed 's/^/   /' <<<"$out"
   awk -v b="$(kv "$out" weight_bytes_per_token)" -v t="$(kv "$out" decode_after_16_tps)" -v bw="$(kv "$out" read_bandwidth_GBps)" \
     'BEGIN { printf "   decode reads %.1f MB/token x %.1f tok/s = %.1f GB/s = %.0f%% of the read bandwidth (%.1f GB/s)\n", b / 1e6, t, b * t / 1e9, 100 * b * t / 1e9 / bw, bw }'
+  echo "   a pass over 5 tokens (a speculative target's check of 4 drafted ones) costs $(kv "$out" pass_5_tokens_over_1)x one token, 9 tokens $(kv "$out" pass_9_tokens_over_1)x"
   [ -n "$PEER" ] || continue
   pp=$("$PEER" -m "$model" -t "$THREADS" -p 512 -n 0 -o jsonl 2>/dev/null | tail -n 1)
   tg=$("$PEER" -m "$model" -t "$THREADS" -p 0 -n 128 -o jsonl 2>/dev/null | tail -n 1)
   lpp=$(field "$pp" avg_ts); ltg=$(field "$tg" avg_ts)
   echo "-- $qt: llama.cpp (same file, $THREADS threads): prefill pp512 $lpp tok/s, decode tg128 $ltg tok/s"
-  echo "   kiln / llama.cpp: prefill $(ratio "$(kv "$out" prefill512_tps)" "$lpp"), decode $(ratio "$(kv "$out" decode_after_16_tps)" "$ltg")"
+  echo "   kiln / llama.cpp: prefill $(ratio "$(kv "$out" prefill512_tps)" "$lpp") (on a new context $(ratio "$(kv "$out" prefill512_fresh_context_tps)" "$lpp")), decode $(ratio "$(kv "$out" decode_after_16_tps)" "$ltg")"
 done

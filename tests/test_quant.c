@@ -1,7 +1,7 @@
 /* Quantized weights: the block formats against llama.cpp's gguf-py and the quantizers against ggml's C
  * reference quantizers (both in tests/golden/quant_gguf_py.gguf, written by tests/ref/quant_golden.py),
  * the round-trip error, and every SIMD kernel table against the scalar references on sizes that leave
- * partial groups and tiles, decode (T = 1) and prefill (T > 1). */
+ * partial groups and tiles: decode (T = 1), short batches (2..16 tokens) and prefill (the GEMM). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -279,21 +279,61 @@ TEST(quant_matvec_equals_reference_for_q8_0) { check_qmatmul_sizes(KILN_TYPE_Q8_
 TEST(quant_matvec_equals_reference_for_q4_0) { check_qmatmul_sizes(KILN_TYPE_Q4_0, 1, 1); }
 TEST(quant_matvec_equals_reference_for_q4_k) { check_qmatmul_sizes(KILN_TYPE_Q4_K, 1, 1); }
 TEST(quant_matvec_equals_reference_for_q6_k) { check_qmatmul_sizes(KILN_TYPE_Q6_K, 1, 1); }
-TEST(quant_prefill_equals_reference_for_q8_0) {
+/* 2..16 tokens: the short-batch kernels (each weight block read once for all tokens). */
+TEST(quant_short_batch_equals_reference_for_q8_0) {
     check_qmatmul_sizes(KILN_TYPE_Q8_0, 2, 0);
     check_qmatmul_sizes(KILN_TYPE_Q8_0, 15, 1);
 }
+TEST(quant_short_batch_equals_reference_for_q4_0) {
+    check_qmatmul_sizes(KILN_TYPE_Q4_0, 5, 0);
+    check_qmatmul_sizes(KILN_TYPE_Q4_0, 11, 1);
+}
+TEST(quant_short_batch_equals_reference_for_q4_k) {
+    check_qmatmul_sizes(KILN_TYPE_Q4_K, 3, 0);
+    check_qmatmul_sizes(KILN_TYPE_Q4_K, 16, 1);
+}
+TEST(quant_short_batch_equals_reference_for_q6_k) {
+    check_qmatmul_sizes(KILN_TYPE_Q6_K, 8, 0);
+    check_qmatmul_sizes(KILN_TYPE_Q6_K, 9, 1);
+}
+
+/* Above 16 tokens: the GEMM. */
+TEST(quant_prefill_equals_reference_for_q8_0) {
+    check_qmatmul_sizes(KILN_TYPE_Q8_0, 17, 0);
+    check_qmatmul_sizes(KILN_TYPE_Q8_0, 40, 1);
+}
 TEST(quant_prefill_equals_reference_for_q4_0) {
-    check_qmatmul_sizes(KILN_TYPE_Q4_0, 3, 0);
-    check_qmatmul_sizes(KILN_TYPE_Q4_0, 14, 1);
+    check_qmatmul_sizes(KILN_TYPE_Q4_0, 19, 0);
+    check_qmatmul_sizes(KILN_TYPE_Q4_0, 37, 1);
 }
 TEST(quant_prefill_equals_reference_for_q4_k) {
-    check_qmatmul_sizes(KILN_TYPE_Q4_K, 5, 0);
-    check_qmatmul_sizes(KILN_TYPE_Q4_K, 13, 1);
+    check_qmatmul_sizes(KILN_TYPE_Q4_K, 17, 0);
+    check_qmatmul_sizes(KILN_TYPE_Q4_K, 29, 1);
 }
 TEST(quant_prefill_equals_reference_for_q6_k) {
-    check_qmatmul_sizes(KILN_TYPE_Q6_K, 4, 0);
-    check_qmatmul_sizes(KILN_TYPE_Q6_K, 9, 1);
+    check_qmatmul_sizes(KILN_TYPE_Q6_K, 18, 0);
+    check_qmatmul_sizes(KILN_TYPE_Q6_K, 33, 1);
+}
+
+TEST(quant_short_batch_gives_each_token_its_one_token_product_bit_for_bit) {
+    /* so a speculative target pass over drafted tokens scores them exactly as plain decoding would */
+    int N = 37;
+    for (const kiln_qkernels *const *qk = kiln_qkernels_supported(); *qk; qk++)
+        for (int i = 0; i < 4; i++) {
+            int type = TYPES[i], K = kiln_quant_block(type) == 32 ? 32 * 13 : 256 * 3;
+            void *W = random_quant(type, N, K, 11);
+            float *X = malloc(sizeof(float) * 16 * K), *Y = malloc(sizeof(float) * 16 * N), y[37];
+            gaussian(X, (size_t)16 * K, 12, 1);
+            for (int T = 2; T <= 16; T++) {
+                kiln_qmatmul_with(*qk, Y, X, W, type, T, N, K);
+                for (int t = 0; t < T; t++) {
+                    kiln_qmatmul_with(*qk, y, X + (size_t)t * K, W, type, 1, N, K);
+                    CHECKF(memcmp(y, Y + (size_t)t * N, sizeof y) == 0, "%s type %d: token %d of %d differs",
+                           (*qk)->name, type, t, T);
+                }
+            }
+            free(W), free(X), free(Y);
+        }
 }
 
 TEST(quant_matmul_is_close_to_the_float_product_of_the_dequantized_weights) {

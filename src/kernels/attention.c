@@ -1,13 +1,13 @@
-/* The threaded attention driver. Work items are independent and handed out to the OpenMP threads one
- * at a time, the longest (latest tokens) first so the causal triangle balances:
+/* The threaded attention driver. Work items are independent and handed out to the threads (base/pool.h)
+ * one at a time, the longest (latest tokens) first so the causal triangle balances:
  *   - prefill: blocks of attn_lanes consecutive query tokens of one head, one query per vector lane;
  *   - decode (and a prefill of too few tokens to fill the lanes): single (token, head) rows, so threads
  *     split the heads of even a long context. */
-#include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
 
 #include "base/error.h"
+#include "base/pool.h"
 #include "kernels/isa.h"
 #include "kernels/kernels.h"
 
@@ -17,6 +17,8 @@ typedef struct {
     const float *Q, *K, *V;
     int T, pos0, n_heads, group, head_dim, kv_stride, lanes, n_blocks;
     float scale;
+    float *scratch;        /* scratch_floats per thread, 64-byte aligned */
+    size_t scratch_floats;
 } attention_job;
 
 /* Item IT: block n_blocks - 1 - IT / n_heads (the latest first) of head IT % n_heads. */
@@ -31,9 +33,10 @@ static void attend_item(const attention_job *a, int it, float *scratch) {
                             a->pos0 + t0 + 1, a->head_dim, a->kv_stride, a->scale, scratch);
 }
 
-static float *aligned_scratch(void **raw, int head_dim) {
-    *raw = kiln_xmalloc(sizeof(float) * (KILN_ATTEND_SCRATCH(head_dim) + 16));
-    return (float *)(((uintptr_t)*raw + 63) & ~(uintptr_t)63);
+/* Items I0..I1-1, with thread TID's scratch. */
+static void attend_items(void *p, int i0, int i1, int tid) {
+    const attention_job *a = p;
+    for (int it = i0; it < i1; it++) attend_item(a, it, a->scratch + a->scratch_floats * tid);
 }
 
 void kiln_attention_with(const kiln_kernels *kk, float *out, const float *Q, const float *K, const float *V, int T,
@@ -45,22 +48,15 @@ void kiln_attention_with(const kiln_kernels *kk, float *out, const float *Q, con
     if (T <= 0 || n_heads <= 0 || n_kv_heads <= 0 || head_dim <= 0) return;
     /* A block costs as much as its lanes full: worth it from a quarter full (measured break-even). */
     int lanes = kk->attend_block && T >= kk->attn_lanes / 4 ? kk->attn_lanes : 1;
+    /* Threads only when the items hold enough multiply-adds to pay for handing them out (~100K). */
+    int nth = (double)T * n_heads * (pos0 + T) * head_dim < 1e5 ? 1 : kiln_pool_threads();
+    size_t scratch_floats = (KILN_ATTEND_SCRATCH(head_dim) + 15) & ~(size_t)15;
+    void *raw = kiln_xmalloc(sizeof(float) * (scratch_floats * nth + 16));
     attention_job a = {kk, out, Q, K, V, T, pos0, n_heads, n_heads / n_kv_heads, head_dim, kv_stride, lanes,
-                       (T + lanes - 1) / lanes, scale};
+                       (T + lanes - 1) / lanes, scale, (float *)(((uintptr_t)raw + 63) & ~(uintptr_t)63),
+                       scratch_floats};
     int items = a.n_blocks * n_heads;
-    void *raw;
-    /* Fork only when the items hold enough multiply-adds to pay for it (~100K). */
-    if ((double)T * n_heads * (pos0 + T) * head_dim < 1e5) {
-        float *scratch = aligned_scratch(&raw, head_dim);
-        for (int it = 0; it < items; it++) attend_item(&a, it, scratch);
-        free(raw);
-        return;
-    }
-#pragma omp parallel private(raw)
-    {
-        float *scratch = aligned_scratch(&raw, head_dim);
-#pragma omp for schedule(dynamic, 1)
-        for (int it = 0; it < items; it++) attend_item(&a, it, scratch);
-        free(raw);
-    }
+    if (nth == 1) attend_items(&a, 0, items, 0);
+    else kiln_pool_for(items, 1, attend_items, &a);
+    free(raw);
 }

@@ -2,16 +2,16 @@
  * drivers of the matrix-vector product and rope (gemm.c and attention.c hold the other two).
  *
  * The table is chosen once: the best of avx512 > avx2 > scalar that the CPU (and OS) supports, capped by
- * KILN_ISA. Threads are OpenMP's: one parallel region per call with a static split, so a call costs a
- * fork and a join (about a microsecond while the pool is spinning) on top of its work. */
+ * KILN_ISA. Threads are kiln's pool (base/pool.h): the rows of a product are handed out in chunks of
+ * ~64 KiB of weights. */
 #include <math.h>
-#include <omp.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "base/error.h"
+#include "base/pool.h"
 #include "kernels/isa.h"
 #include "kernels/kernels.h"
 #include "kernels/quant_isa.h"
@@ -74,16 +74,6 @@ const kiln_kernels *kiln_kernels_active(void) {
 
 const char *kiln_isa(void) { return kiln_kernels_active()->name; }
 
-/* Quantized products of up to this many tokens run one token at a time (measured against the integer
- * GEMM on the 110M model in Q4_0). */
-enum { QUANT_ONE_BY_ONE = 8 };
-
-/* First row of thread TID's share of N rows: shares start on multiples of 16 rows so no two threads
- * write the same cache line of y. */
-static int row_split(int N, int tid, int nth) {
-    return tid == nth ? N : (int)((int64_t)N * tid / nth) & ~15;
-}
-
 /* Rows r0..r1 of the product of T <= matvecs_max tokens, each weight row read once. */
 static void matvec_rows(const kiln_kernels *kk, float *Y, const float *X, const void *W, int type, int T, int N, int K,
                         int r0, int r1) {
@@ -91,17 +81,24 @@ static void matvec_rows(const kiln_kernels *kk, float *Y, const float *X, const 
     else kk->matvecs(Y, (size_t)N, X, T, W, type, r0, r1, K);
 }
 
+typedef struct {
+    const kiln_kernels *kk;
+    float *Y;
+    const float *X;
+    const void *W;
+    int type, T, N, K;
+} matvec_job;
+
+static void matvec_chunk(void *p, int r0, int r1, int tid) {
+    const matvec_job *j = p;
+    matvec_rows(j->kk, j->Y, j->X, j->W, j->type, j->T, j->N, j->K, r0, r1);
+}
+
 void kiln_matmul_with(const kiln_kernels *kk, float *Y, const float *X, const void *W, int type, int T, int N,
                       int K) {
     if (T <= 0 || N <= 0) return;
     if (kiln_quant_block(type)) { /* quantized weights: integer kernels of the same level (quant_gemm.c) */
-        /* The integer GEMM packs every weight, which costs ~10 one-token products; a short batch (a
-         * speculative draft catching up) is cheaper one token at a time. */
-        const kiln_qkernels *qk = kiln_qkernels_for(kk->name);
-        int one_by_one = T <= QUANT_ONE_BY_ONE;
-        for (int t = 0; one_by_one && t < T; t++)
-            kiln_qmatmul_with(qk, Y + (size_t)t * N, X + (size_t)t * K, W, type, 1, N, K);
-        if (!one_by_one) kiln_qmatmul_with(qk, Y, X, W, type, T, N, K);
+        kiln_qmatmul_with(kiln_qkernels_for(kk->name), Y, X, W, type, T, N, K);
         return;
     }
     size_t ny = (size_t)T * N;
@@ -121,17 +118,13 @@ void kiln_matmul_with(const kiln_kernels *kk, float *Y, const float *X, const vo
         kiln_gemm_with(kk, Y, X, W, type, T, N, K);
         return;
     }
-    /* Below ~128K weights the fork and join cost more than the second thread saves. (Not an `if`
-     * clause: an inactive parallel region still costs more than a small product, ~1.3 us.) */
+    /* Below ~128K weights handing out chunks costs more than the second thread saves. */
     if ((int64_t)N * K < (1 << 17)) {
         matvec_rows(kk, Y, X, W, type, T, N, K, 0, N);
         return;
     }
-#pragma omp parallel
-    {
-        int nth = omp_get_num_threads(), tid = omp_get_thread_num();
-        matvec_rows(kk, Y, X, W, type, T, N, K, row_split(N, tid, nth), row_split(N, tid + 1, nth));
-    }
+    matvec_job j = {kk, Y, X, W, type, T, N, K};
+    kiln_pool_rows(N, kiln_row_bytes(type, K), matvec_chunk, &j);
 }
 
 void kiln_matmul(float *Y, const float *X, const void *W, int type, int T, int N, int K) {

@@ -1,6 +1,7 @@
 /* Kernels: the math of the forward pass. Every kernel has a plain scalar reference (kiln_*_ref, in
  * ref.c) that tests compare the SIMD versions with; kiln_* dispatches at run time to the best
- * implementation the CPU supports (AVX-512, AVX2, scalar) and uses OpenMP threads where it pays.
+ * implementation the CPU supports (AVX-512, AVX2, scalar) and uses kiln's worker threads (base/pool.h)
+ * where it pays.
  *
  * Conventions: matrices are row-major. A weight matrix W of N rows by K columns holds output i in row
  * i (ggml's ne[0] = K, ne[1] = N), elements of type kiln_type (F32, F16 or BF16). Accumulation is fp32.

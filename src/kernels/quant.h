@@ -83,12 +83,14 @@ typedef struct {
     float *d;     /* one scale per block of 32 (Q8_0, Q4_0 weights) or 256 (K-quants) */
     int32_t *sum; /* sum of q over each block of 32 (Q8_0, Q4_0) or each 16 (K-quants) */
     int k, cap;
+    uint64_t stamp; /* distinct for every quantization: kernels may reuse what they derived from the last */
     void *mem;
 } kiln_qx;
 
 /* Block of x that shares one scale for weights of TYPE: 32 or 256. */
 int kiln_qx_block(int type);
-/* Makes room in QX for K activations (reuses its memory when large enough); free with kiln_qx_free. */
+/* Makes room in QX for K activations (reuses its memory when large enough) and gives it a new stamp:
+ * every quantizer calls it first. Free with kiln_qx_free. */
 void kiln_qx_reserve(kiln_qx *qx, int k);
 void kiln_qx_free(kiln_qx *qx);
 /* Quantizes K activations X for a dot product with weights of TYPE (K a multiple of its block). */

@@ -5,7 +5,10 @@
  * are unsigned nibbles or 6-bit values. vpmaddwd against a sub-block's scale sums the pairs and applies
  * the scale in one instruction. The GEMM tile multiplies 16-bit values with vpmaddwd. */
 #include <immintrin.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include "base/error.h"
 
 #include "kernels/quant_isa.h"
 
@@ -22,36 +25,140 @@ INLINE float hsum(__m256 v) {
     return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
 }
 
-static void matvec_q8_0(float *y, const kiln_qx *qx, const void *W, int r0, int r1) {
+/* Short batches run up to this many tokens per pass over a row (one float accumulator each, with the
+ * weights and constants in the other registers of 16); more take passes of equal size over the row,
+ * which is then in L1. */
+enum { MV_TOKENS = 8 };
+
+static int tokens_per_pass(int T) {
+    int n_pass = (T + MV_TOKENS - 1) / MV_TOKENS;
+    return (T + n_pass - 1) / n_pass;
+}
+
+/* One token's x of one block of 32 with its scale and sum; a short batch's tokens are interleaved (entry
+ * b * T + t), so each block reads its tokens' side by side and the weights are loaded once for all. */
+typedef struct {
+    int8_t x[32];
+    float d;
+    int32_t sum;
+    char pad[24];
+} tok_block;
+
+static _Thread_local struct {
+    void *raw;
+    size_t cap;
+    int T;
+    uint64_t stamp[KILN_QMATVECS_MAX];
+} scratch;
+
+/* The blocks of the T tokens QX, interleaved; in the calling thread's scratch, kept between calls with
+ * the stamps of the activations it holds: the rows of one product reach a thread in several chunks
+ * (base/pool.h), all with the same activations, which are then arranged once. */
+static const tok_block *tok_blocks(const kiln_qx *qx, int T) {
     int nb = qx->k / 32;
-    for (int i = r0; i < r1; i++) {
-        const kiln_block_q8_0 *w = (const kiln_block_q8_0 *)W + (size_t)nb * i;
-        __m256 acc = _mm256_setzero_ps();
-        for (int b = 0; b < nb; b++) {
-            __m256i wv = _mm256_loadu_si256((const __m256i *)w[b].qs);
-            __m256i xv = _mm256_load_si256((const __m256i *)(qx->q + 32 * b));
-            __m256i s = dot4(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv));
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(_cvtsh_ss(w[b].d) * qx->d[b]), acc);
-        }
-        y[i] = hsum(acc);
+    size_t n = (size_t)nb * T;
+    int ready = n <= scratch.cap && scratch.T == T;
+    for (int t = 0; t < T && ready; t++) ready = scratch.stamp[t] == qx[t].stamp;
+    if (n > scratch.cap) {
+        free(scratch.raw);
+        scratch.raw = kiln_xmalloc(sizeof(tok_block) * n + 64);
+        scratch.cap = n;
     }
+    tok_block *blocks = (tok_block *)(((uintptr_t)scratch.raw + 63) & ~(uintptr_t)63);
+    if (ready) return blocks;
+    scratch.T = T;
+    for (int t = 0; t < T; t++) {
+        scratch.stamp[t] = qx[t].stamp;
+        for (int b = 0; b < nb; b++) {
+            tok_block *l = blocks + (size_t)b * T + t;
+            memcpy(l->x, qx[t].q + 32 * b, 32);
+            l->d = qx[t].d[b];
+            l->sum = qx[t].sum[b];
+        }
+    }
+    return blocks;
+}
+
+/* One row against NT tokens (their blocks NT consecutive entries of L per block, blocks STRIDE apart),
+ * token t's result to Y[t * LDY]. Q8_0 multiplies |w| by x with w's sign. */
+INLINE void q8_0_row(float *y, size_t ldy, const kiln_block_q8_0 *w, const tok_block *L, int stride, int nb,
+                     const int NT) {
+    __m256 acc[MV_TOKENS];
+    #pragma GCC unroll 8
+    for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps();
+    for (int b = 0; b < nb; b++, L += stride) {
+        __m256i wv = _mm256_loadu_si256((const __m256i *)w[b].qs), aw = _mm256_sign_epi8(wv, wv);
+        __m256 dw = _mm256_set1_ps(_cvtsh_ss(w[b].d));
+        #pragma GCC unroll 8
+        for (int t = 0; t < NT; t++) {
+            __m256i s = dot4(aw, _mm256_sign_epi8(_mm256_load_si256((const __m256i *)L[t].x), wv));
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(dw, _mm256_set1_ps(L[t].d)), acc[t]);
+        }
+    }
+    #pragma GCC unroll 8
+    for (int t = 0; t < NT; t++) y[t * ldy] = hsum(acc[t]);
+}
+
+/* Q4_0: the nibbles as unsigned bytes; each lane's 4 products are then 8 * sum(x) too large, and 8
+ * lanes of -sum(x) of the block subtract it. */
+INLINE void q4_0_row(float *y, size_t ldy, const kiln_block_q4_0 *w, const tok_block *L, int stride, int nb,
+                     const int NT) {
+    const __m256i low = _mm256_set1_epi8(15);
+    __m256 acc[MV_TOKENS];
+    #pragma GCC unroll 8
+    for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps();
+    for (int b = 0; b < nb; b++, L += stride) {
+        __m128i q = _mm_loadu_si128((const __m128i *)w[b].qs);
+        __m256i wv = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), low);
+        __m256 dw = _mm256_set1_ps(_cvtsh_ss(w[b].d));
+        #pragma GCC unroll 8
+        for (int t = 0; t < NT; t++) {
+            __m256i s = dot4(wv, _mm256_load_si256((const __m256i *)L[t].x));
+            s = _mm256_sub_epi32(s, _mm256_set1_epi32(L[t].sum));
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(dw, _mm256_set1_ps(L[t].d)), acc[t]);
+        }
+    }
+    #pragma GCC unroll 8
+    for (int t = 0; t < NT; t++) y[t * ldy] = hsum(acc[t]);
+}
+
+/* Rows r0..r1 of T tokens, in passes of NT tokens as a constant (so the accumulators are registers). */
+#define ROWS_IN_PASSES(row_fn, blk_type)                                                                           \
+    do {                                                                                                           \
+        int nb = qx->k / 32, nt = tokens_per_pass(T);                                                             \
+        const tok_block *L = tok_blocks(qx, T);                                                                   \
+        const blk_type *w = (const blk_type *)W;                                                                  \
+        for (int i = r0; i < r1; i++)                                                                             \
+            for (int t0 = 0; t0 < T; t0 += nt) {                                                                  \
+                float *y = Y + t0 * ldy + i;                                                                      \
+                const blk_type *wr = w + (size_t)nb * i;                                                          \
+                switch (T - t0 < nt ? T - t0 : nt) {                                                              \
+                case 1: row_fn(y, ldy, wr, L + t0, T, nb, 1); break;                                              \
+                case 2: row_fn(y, ldy, wr, L + t0, T, nb, 2); break;                                              \
+                case 3: row_fn(y, ldy, wr, L + t0, T, nb, 3); break;                                              \
+                case 4: row_fn(y, ldy, wr, L + t0, T, nb, 4); break;                                              \
+                case 5: row_fn(y, ldy, wr, L + t0, T, nb, 5); break;                                              \
+                case 6: row_fn(y, ldy, wr, L + t0, T, nb, 6); break;                                              \
+                case 7: row_fn(y, ldy, wr, L + t0, T, nb, 7); break;                                              \
+                case 8: row_fn(y, ldy, wr, L + t0, T, nb, 8); break;                                              \
+                }                                                                                                 \
+            }                                                                                                     \
+    } while (0)
+
+static void matvecs_q8_0(float *Y, size_t ldy, const kiln_qx *qx, int T, const void *W, int r0, int r1) {
+    ROWS_IN_PASSES(q8_0_row, kiln_block_q8_0);
+}
+
+static void matvecs_q4_0(float *Y, size_t ldy, const kiln_qx *qx, int T, const void *W, int r0, int r1) {
+    ROWS_IN_PASSES(q4_0_row, kiln_block_q4_0);
+}
+
+static void matvec_q8_0(float *y, const kiln_qx *qx, const void *W, int r0, int r1) {
+    matvecs_q8_0(y, 0, qx, 1, W, r0, r1);
 }
 
 static void matvec_q4_0(float *y, const kiln_qx *qx, const void *W, int r0, int r1) {
-    int nb = qx->k / 32;
-    const __m256i low = _mm256_set1_epi8(15);
-    for (int i = r0; i < r1; i++) {
-        const kiln_block_q4_0 *w = (const kiln_block_q4_0 *)W + (size_t)nb * i;
-        __m256 acc = _mm256_setzero_ps();
-        for (int b = 0; b < nb; b++) {
-            __m128i q = _mm_loadu_si128((const __m128i *)w[b].qs);
-            __m256i wv = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), low);
-            __m256i s = dot4(wv, _mm256_load_si256((const __m256i *)(qx->q + 32 * b)));
-            s = _mm256_sub_epi32(s, _mm256_set1_epi32(qx->sum[b])); /* 8 lanes of -sum: the -8 offset */
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(_cvtsh_ss(w[b].d) * qx->d[b]), acc);
-        }
-        y[i] = hsum(acc);
-    }
+    matvecs_q4_0(y, 0, qx, 1, W, r0, r1);
 }
 
 static void matvec_q4_k(float *y, const kiln_qx *qx, const void *W, int r0, int r1) {
@@ -133,28 +240,36 @@ static void matvec(float *y, const kiln_qx *qx, const void *W, int type, int r0,
     }
 }
 
+static void matvecs(float *Y, size_t ldy, const kiln_qx *qx, int T, const void *W, int type, int r0, int r1) {
+    switch (type) {
+    case KILN_TYPE_Q8_0: matvecs_q8_0(Y, ldy, qx, T, W, r0, r1); break;
+    case KILN_TYPE_Q4_0: matvecs_q4_0(Y, ldy, qx, T, W, r0, r1); break;
+    }
+}
+
 /* ---- prefill tile: 4 tokens x 8 weight rows on 16-bit values ----
  * For each pair of columns, each token's two values are broadcast against the 8 rows' two values. */
 
 enum { MR = 4, NR = 8 };
 
-static void tile(const kiln_qtile *a) {
-    __m256 acc[MR];
-    #pragma GCC unroll 8
-    for (int t = 0; t < MR; t++) acc[t] = _mm256_setzero_ps();
-    int g2 = a->unit_k / 2;
+/* The tile's units of G2 pairs of columns (G2 a constant: with the pair loop unrolled the integer sums
+ * stay in their registers; a loop carrying them made GCC copy each one around every product). */
+INLINE void tile_units(const kiln_qtile *a, __m256 acc[MR], const int G2) {
     const int16_t *xq = (const int16_t *)a->xq, *wq = (const int16_t *)a->wq;
-    for (int u = 0; u < a->units; u++) {
+    for (int u = 0; u < a->units; u++, xq += 2 * MR * G2, wq += 2 * NR * G2) {
         __m256i s[MR];
         #pragma GCC unroll 8
         for (int t = 0; t < MR; t++) s[t] = _mm256_set1_epi32(a->xb[u * MR + t]);
-        for (int g = 0; g < g2; g++, xq += 2 * MR, wq += 2 * NR) {
-            __m256i w = _mm256_load_si256((const __m256i *)wq);
+        #pragma GCC unroll 16
+        for (int g = 0; g < G2; g++) {
+            __m256i w = _mm256_load_si256((const __m256i *)(wq + 2 * NR * g));
             #pragma GCC unroll 8
             for (int t = 0; t < MR; t++) {
                 int32_t xv;
-                memcpy(&xv, xq + 2 * t, 4);
+                memcpy(&xv, xq + 2 * MR * g + 2 * t, 4);
                 s[t] = _mm256_add_epi32(s[t], _mm256_madd_epi16(w, _mm256_set1_epi32(xv)));
+                /* kept a chain: GCC would otherwise regroup the unrolled sums into trees and spill them */
+                __asm__("" : "+v"(s[t]));
             }
         }
         __m256 ws = _mm256_load_ps(a->ws + u * NR);
@@ -168,6 +283,14 @@ static void tile(const kiln_qtile *a) {
             for (int t = 0; t < MR; t++) acc[t] = _mm256_fnmadd_ps(wm, _mm256_set1_ps(a->xm[u * MR + t]), acc[t]);
         }
     }
+}
+
+static void tile(const kiln_qtile *a) {
+    __m256 acc[MR];
+    #pragma GCC unroll 8
+    for (int t = 0; t < MR; t++) acc[t] = _mm256_setzero_ps();
+    if (a->unit_k == 32) tile_units(a, acc, 16);
+    else tile_units(a, acc, 8); /* Q6_K: units of 16 */
     __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(a->nt), lane);
     #pragma GCC unroll 8
@@ -182,6 +305,8 @@ const kiln_qkernels kiln_qkernels_avx2 = {
     .name = "avx2",
     .quantize_x = kiln_quantize_x_ref,
     .matvec = matvec,
+    .matvecs = matvecs,
+    .matvecs_max = KILN_QMATVECS_MAX, /* bench_kernels (d): short batches beat the GEMM up to 16 tokens */
     .mr = MR,
     .nr = NR,
     .wide = 1,

@@ -2,7 +2,10 @@
  * driver that runs them (quant_gemm.c).
  *
  * Decode (T == 1) reads the weight blocks in place: the activations are quantized once per call and
- * each thread's matvec walks its rows block by block with integer dot products.
+ * each thread's matvec walks its rows block by block with integer dot products. Short batches (2 to
+ * matvecs_max tokens: a speculative target pass, a server's batched step) do the same with every
+ * token at once: each weight block is loaded and unpacked once and dotted with all the tokens' blocks,
+ * so the pass reads the weights from memory once, as a single token does.
  *
  * Prefill (T > 1) is a GEMM on integers. Weights are unpacked per panel of NR rows and KC columns into
  * unsigned bytes u (the stored value plus an offset, so that vpdpbusd's u8 x s8 product applies) with a
@@ -45,10 +48,20 @@ typedef struct {
     void (*quantize_x)(kiln_qx *qx, const float *x, int type, int k);
     /* y[i] = W[i] . x for rows r0 <= i < r1 of quantized TYPE, x quantized for TYPE. */
     void (*matvec)(float *y, const kiln_qx *qx, const void *W, int type, int r0, int r1);
+    /* Y[t][i] = W[i] . x[t] for t < T <= KILN_QMATVECS_MAX and rows r0 <= i < r1, Y rows LDY apart, QX[t]
+     * token t quantized for TYPE; Q8_0 and Q4_0 only. Each token's sums are those of matvec, bit for bit.
+     * NULL (or another type): the driver runs matvec per token over chunks of rows that stay in cache. */
+    void (*matvecs)(float *Y, size_t ldy, const kiln_qx *qx, int T, const void *W, int type, int r0, int r1);
+    /* The driver runs 2..matvecs_max tokens (at most KILN_QMATVECS_MAX) as short batches, more with the
+     * GEMM where the table has a tile. */
+    int matvecs_max;
     /* Tile of the GEMM; mr tokens by nr weight rows. NULL in the scalar table. */
     int mr, nr, wide;
     void (*tile)(const kiln_qtile *t);
 } kiln_qkernels;
+
+/* The most tokens of one short batch. */
+enum { KILN_QMATVECS_MAX = 16 };
 
 extern const kiln_qkernels kiln_qkernels_scalar, kiln_qkernels_avx2, kiln_qkernels_avx512;
 

@@ -2,6 +2,7 @@
  * quantization of weights, quantization of activations, and the integer dot products that the SIMD
  * kernels are tested against. */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -322,6 +323,8 @@ void kiln_quantize_row(int type, const float *src, void *dst, int64_t k) {
 int kiln_qx_block(int type) { return type == KILN_TYPE_Q4_K || type == KILN_TYPE_Q6_K ? 256 : 32; }
 
 void kiln_qx_reserve(kiln_qx *qx, int k) {
+    static _Atomic uint64_t stamps;
+    qx->stamp = ++stamps;
     qx->k = k;
     if (k <= qx->cap && qx->mem) return;
     free(qx->mem);

@@ -21,6 +21,17 @@ static void populate(float *p, size_t n) {
     madvise((void *)lo, hi - lo, MADV_POPULATE_WRITE);
 }
 
+/* Transparent huge pages for the 2 MiB-aligned part of the KV cache's N floats at P. A 4 KiB page costs a
+ * fault the first time it is written (~10 us on a virtual machine): a decoded token of the 110M model
+ * first-touches ~18 pages of its cache, a 512-token prefill thousands; a 2 MiB page is one fault and one
+ * TLB entry. Measured there (kiln generate, f32 and Q8_0): prefill +6-22%, decode +9-17%. Huge pages
+ * for the activations as well made the prefill slower (probably buffers whose sizes are multiples of
+ * 512 KiB then sharing cache sets), so they keep small pages. */
+static void want_huge_pages(float *p, size_t n) {
+    uintptr_t huge = 2 << 20, lo = ((uintptr_t)p + huge - 1) & ~(huge - 1), hi = (uintptr_t)(p + n) & ~(huge - 1);
+    if (hi > lo) madvise((void *)lo, hi - lo, MADV_HUGEPAGE);
+}
+
 kiln_state *kiln_state_new(const kiln_config *c, int n_ctx) {
     kiln_state *s = kiln_xcalloc(1, sizeof *s);
     int B = MAX_BATCH, qdim = c->n_heads * c->head_dim, kvdim = c->n_kv_heads * c->head_dim;
@@ -28,8 +39,11 @@ kiln_state *kiln_state_new(const kiln_config *c, int n_ctx) {
     s->n_ctx = n_ctx;
     s->max_batch = B;
     /* calloc: the kernel hands out zero pages lazily, so a long context costs only what is used */
-    s->k_cache = kiln_xcalloc((size_t)c->n_layers * n_ctx * kvdim, sizeof(float));
-    s->v_cache = kiln_xcalloc((size_t)c->n_layers * n_ctx * kvdim, sizeof(float));
+    size_t kv = (size_t)c->n_layers * n_ctx * kvdim;
+    s->k_cache = kiln_xcalloc(kv, sizeof(float));
+    s->v_cache = kiln_xcalloc(kv, sizeof(float));
+    want_huge_pages(s->k_cache, kv);
+    want_huge_pages(s->v_cache, kv);
     s->x = kiln_xmalloc(sizeof(float) * B * c->dim);
     s->xb = kiln_xmalloc(sizeof(float) * B * wide);
     s->q = kiln_xmalloc(sizeof(float) * B * qdim);
