@@ -261,7 +261,7 @@ static void reference_keep(const float *x, int n, double mass, int typical, int 
     for (int i = 0; i < n; i++) order[i] = i;
     sort_key = key;
     qsort(order, n, sizeof *order, by_key_desc);
-    memset(keep, 0, n);
+    for (int i = 0; i < n; i++) keep[i] = 0;
     double before = 0, last = 0;
     for (int r = 0; r < n; r++) {
         int t = order[r];
@@ -304,6 +304,46 @@ TEST(top_p_and_typical_p_fast_paths_agree_with_a_full_sort_on_50000_tokens) {
                     kept += keep[i];
                 }
                 CHECK(kept >= keep_min);
+            }
+    }
+    free(x), free(y), free(keep);
+}
+
+/* The cut over dense candidates (a histogram bounds the crossing, a sliver is selected token by token)
+ * against a full sort: trained-like (Zipf) logits over 151,936 tokens, where the kept set runs into the
+ * thousands; tie-heavy logits over an odd size; flat ones; a crossing deep among a few hundred tokens
+ * over a plateau of low ones (the kept few become a list); min_tokens_to_keep beyond the crossing. */
+TEST(the_cut_agrees_with_a_full_sort_on_large_tie_heavy_and_odd_vocabularies) {
+    enum { V = 151936 };
+    float *x = malloc(sizeof(float) * V), *y = malloc(sizeof(float) * V);
+    char *keep = malloc(V);
+    uint64_t s = 23;
+    const int sizes[] = {V, 65537, 4099, V};
+    for (int shape = 0; shape < 4; shape++) {
+        int n = sizes[shape];
+        for (int i = 0; i < n; i++) {
+            s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+            double u = (double)(s >> 11) / 9007199254740992.0;
+            x[i] = shape == 0   ? (float)(-1.2 * log(1 + u * n))                 /* Zipf, the ranks shuffled */
+                   : shape == 1 ? (float)((int)(u * 40) / 8.0)                   /* 40 distinct values */
+                   : shape == 2 ? (float)(-3 * u)                                /* flat */
+                   : i % 128 == 5 ? (float)(-20 * u) : (float)(-13.5 - 0.5 * u); /* a few over a low plateau */
+        }
+        const int keep_mins[] = {1, 7, 3000};
+        for (int typical = 0; typical < 2; typical++)
+            for (int k = 0; k < 3; k++) {
+                double mass = shape == 3 ? 0.995 : typical ? 0.95 : 0.9; /* 3: 7 to 12 nats down among the few */
+                kiln_gen_params p;
+                kiln_gen_defaults(&p);
+                p.min_tokens_to_keep = keep_mins[k];
+                if (typical) p.typical_p = (float)mass;
+                else p.top_p = (float)mass;
+                memcpy(y, x, sizeof(float) * n);
+                CHECK(kiln_process_logits(&p, 1, NULL, 0, 0, y, n) == 0);
+                reference_keep(x, n, (float)mass, typical, keep_mins[k], keep);
+                for (int i = 0; i < n; i++)
+                    CHECKF(keep[i] == !isinf(y[i]), "shape %d (%d tokens), %s, min_keep %d: token %d (logit %.7g) %s",
+                           shape, n, typical ? "typical" : "top-p", keep_mins[k], i, x[i], keep[i] ? "removed" : "kept");
             }
     }
     free(x), free(y), free(keep);

@@ -1,6 +1,10 @@
 /* Sampling: greedy, temperature, top-k, top-p, seeds. */
+#include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "decode/processor.h"
+#include "decode/sample.h"
 #include "kiln.h"
 #include "test.h"
 
@@ -69,4 +73,42 @@ TEST(sampling_check_rejects_out_of_range_parameters) {
     CHECK(kiln_sampling_check(&(kiln_sampling){1, 0, 0, 0}) < 0);
     CHECK(kiln_sampling_check(&(kiln_sampling){1, -1, 1, 0}) < 0);
     CHECK(kiln_sampling_check(&(kiln_sampling){0.7f, 40, 0.9f, 0}) == 0);
+}
+
+/* The processors that only remove tokens hand their exponentials on to the draw; the draw with them
+ * picks what it picks with exponentials taken afresh from the processed logits. */
+TEST(a_draw_with_the_weights_the_chain_kept_equals_one_with_fresh_weights) {
+    enum { V = 4099 };
+    float *x = malloc(sizeof(float) * V), *y = malloc(sizeof(float) * V);
+    uint64_t s = 7;
+    for (int i = 0; i < V; i++) {
+        s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+        x[i] = (float)(-1.2 * log(1 + (double)(s >> 11) / 9007199254740992.0 * V));
+    }
+    for (int chain = 0; chain < 4; chain++) {
+        kiln_gen_params p;
+        kiln_gen_defaults(&p);
+        p.search = KILN_SEARCH_SAMPLE;
+        if (chain == 0) p.top_p = 0.9f;
+        if (chain == 1) p.typical_p = 0.95f;
+        if (chain == 2) p.top_k = 40, p.min_p = 0.05f;
+        if (chain == 3) p.top_p = 0.99f, p.min_p = 0.001f, p.typical_p = 0.9f;
+        decode_chain ch;
+        decode_chain_init(&ch, &p, V, 1);
+        for (int k = 0; k < 20; k++) {
+            double u = (k + 0.5) / 20, lp_kept, lp_fresh;
+            memcpy(y, x, sizeof(float) * V);
+            decode_cands c;
+            decode_chain_apply(&ch, &(decode_history){0}, y, &c);
+            CHECKF(c.weighted || chain == 2, "chain %d: the weights were dropped", chain); /* 2 takes none */
+            decode_cands fresh = c;
+            int kept = decode_draw(&c, u, &lp_kept);
+            fresh.weighted = 0;
+            int again = decode_draw(&fresh, u, &lp_fresh);
+            CHECKF(kept == again, "chain %d, u %g: drew %d with the kept weights, %d with fresh ones", chain, u, kept, again);
+            CHECKF(fabs(lp_kept - lp_fresh) < 1e-6, "chain %d: log-probability %g, fresh %g", chain, lp_kept, lp_fresh);
+        }
+        decode_chain_free(&ch);
+    }
+    free(x), free(y);
 }

@@ -55,6 +55,6 @@ static void min_new_apply(const kiln_gen_params *p, const decode_history *h, dec
     for (int i = 0; i < h->n_stop_tokens; i++) c->logits[h->stop_tokens[i]] = -INFINITY;
 }
 
-const decode_processor proc_logit_bias = {"logit_bias", 0, bias_enabled, bias_check, bias_apply};
-const decode_processor proc_banned = {"banned", 0, banned_enabled, banned_check, banned_apply};
-const decode_processor proc_min_new_tokens = {"min_new_tokens", 0, min_new_enabled, min_new_check, min_new_apply};
+const decode_processor proc_logit_bias = {"logit_bias", 0, bias_enabled, bias_check, bias_apply, 0};
+const decode_processor proc_banned = {"banned", 0, banned_enabled, banned_check, banned_apply, 0};
+const decode_processor proc_min_new_tokens = {"min_new_tokens", 0, min_new_enabled, min_new_check, min_new_apply, 0};

@@ -22,6 +22,12 @@ static void apply(const kiln_gen_params *p, const decode_history *h, decode_cand
     if (n < p->min_tokens_to_keep) {
         cands_keep(c, decode_top(x, ids, c->n, p->min_tokens_to_keep, c->s->ids));
     } else if (!ids && n > c->n_vocab / 4) { /* most of the vocabulary stays: mark the rest, stay dense */
+        float *w = c->s->prob;
+        if (c->weighted) {
+#pragma omp simd
+            for (int i = 0; i < c->n_vocab; i++) w[i] = x[i] >= min ? w[i] : 0.0f;
+            c->total = -1;
+        }
 #pragma omp simd
         for (int i = 0; i < c->n_vocab; i++) x[i] = x[i] >= min ? x[i] : -INFINITY;
     } else {
@@ -29,4 +35,4 @@ static void apply(const kiln_gen_params *p, const decode_history *h, decode_cand
     }
 }
 
-const decode_processor proc_min_p = {"min_p", 1, enabled, check, apply};
+const decode_processor proc_min_p = {"min_p", 1, enabled, check, apply, 1};

@@ -21,4 +21,4 @@ static void apply(const kiln_gen_params *p, const decode_history *h, decode_cand
         if (memcmp(t + i, last, sizeof(int32_t) * (n - 1)) == 0) c->logits[t[i + n - 1]] = -INFINITY;
 }
 
-const decode_processor proc_no_repeat_ngram = {"no_repeat_ngram", 0, enabled, check, apply};
+const decode_processor proc_no_repeat_ngram = {"no_repeat_ngram", 0, enabled, check, apply, 0};

@@ -65,8 +65,8 @@ static void frequency_apply(const kiln_gen_params *p, const decode_history *h, d
 }
 
 const decode_processor proc_repetition_penalty = {"repetition_penalty", 0, repetition_enabled, repetition_check,
-                                                  repetition_apply};
+                                                  repetition_apply, 0};
 const decode_processor proc_presence_penalty = {"presence_penalty", 0, presence_enabled, presence_check,
-                                                presence_apply};
+                                                presence_apply, 0};
 const decode_processor proc_frequency_penalty = {"frequency_penalty", 0, frequency_enabled, frequency_check,
-                                                 frequency_apply};
+                                                 frequency_apply, 0};

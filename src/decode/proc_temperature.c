@@ -24,4 +24,4 @@ static void apply(const kiln_gen_params *p, const decode_history *h, decode_cand
     for (int i = 0; i < c->n_vocab; i++) x[i] /= t;
 }
 
-const decode_processor proc_temperature = {"temperature", 1, enabled, check, apply};
+const decode_processor proc_temperature = {"temperature", 1, enabled, check, apply, 0};

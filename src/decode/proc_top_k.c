@@ -20,4 +20,4 @@ static void apply(const kiln_gen_params *p, const decode_history *h, decode_cand
     cands_keep(c, decode_collect_ge(c->logits, ids, c->n, kth, c->s->ids));
 }
 
-const decode_processor proc_top_k = {"top_k", 1, enabled, check, apply};
+const decode_processor proc_top_k = {"top_k", 1, enabled, check, apply, 1};

@@ -5,7 +5,8 @@
  *
  * The selection first runs over the tokens within GAP nats of the most probable one. Every other token
  * has s > s_min + GAP, so it ranks after any token closer to H than s_min + GAP - H: when the crossing
- * found among the near tokens is closer than that, it is the crossing of the whole vocabulary. */
+ * found among the near tokens is closer than that, it is the crossing of the whole vocabulary. Otherwise
+ * cands_cut bounds the crossing with a histogram of the logits. */
 #include <math.h>
 
 #include "base/error.h"
@@ -21,39 +22,38 @@ static int check(const kiln_gen_params *p, int n_vocab) {
     return 0;
 }
 
-/* H = -sum p log p = log S - sum e (l - max) / S over the candidates, e = exp(l - max), S = sum e. */
-static double entropy(decode_cands *c, float max, double total) {
+/* sum e (l - max) over the weighted candidates, e = exp(l - max) */
+static double weighted_logits(const decode_cands *c, float max) {
     const float *x = c->logits, *e = c->s->prob;
     double dot = 0;
     if (c->n < c->n_vocab) {
         for (int i = 0; i < c->n; i++)
             if (x[c->ids[i]] > -INFINITY) dot += e[c->ids[i]] * (x[c->ids[i]] - max);
-    } else {
-        for (int b = 0; b < c->n_vocab; b += 256) {
-            int end = c->n_vocab - b < 256 ? c->n_vocab : b + 256;
-            float block = 0;
-#pragma omp simd reduction(+ : block)
-            for (int i = b; i < end; i++) block += x[i] > -INFINITY ? e[i] * (x[i] - max) : 0.0f;
-            dot += block;
-        }
+        return dot;
     }
-    return log(total) - dot / total;
+    for (int b = 0; b < c->n_vocab; b += 256) {
+        int end = c->n_vocab - b < 256 ? c->n_vocab : b + 256;
+        float block = 0;
+#pragma omp simd reduction(+ : block)
+        for (int i = b; i < end; i++) block += x[i] > -INFINITY ? e[i] * (x[i] - max) : 0.0f;
+        dot += block;
+    }
+    return dot;
 }
 
-/* The candidates whose logit is >= MIN, as decode_collect_ge finds them, or -1 as soon as there are more
- * than CAP: with a flat distribution nearly the whole vocabulary is near, and collecting it all only to
- * take the bucketed cut after all cost a third of the processor. Blocks of 4096 keep the vectorised scan. */
-static int collect_near(const decode_cands *c, float min, int cap, int32_t *out) {
-    enum { BLOCK = 4096 };
-    int k = 0, dense = c->n == c->n_vocab;
-    for (int b = 0; b < c->n && k <= cap; b += BLOCK) {
-        int len = c->n - b < BLOCK ? c->n - b : BLOCK;
-        int got = decode_collect_ge(dense ? c->logits + b : c->logits, dense ? NULL : c->ids + b, len, min, out + k);
-        if (dense)
-            for (int i = 0; i < got; i++) out[k + i] += b;
-        k += got;
+/* H = -sum p log p = log S - sum e (l - max) / S over the candidates, S = sum e; sets *TOTAL to S. When
+ * the weights are still to be taken over the whole vocabulary, one pass takes both. */
+static double entropy(decode_cands *c, float max, double *total) {
+    double dot;
+    if (c->n == c->n_vocab && !(c->weighted && c->shift == max)) {
+        c->total = decode_exp_dot(c->s->prob, c->logits, max, c->n_vocab, &dot);
+        c->weighted = 1, c->shift = max;
+        *total = c->total;
+    } else {
+        *total = cands_exp(c, max);
+        dot = weighted_logits(c, max);
     }
-    return k <= cap ? k : -1;
+    return log(*total) - dot / *total;
 }
 
 /* Selects among the N items (key = logit on entry) and writes the kept ids to c->s->ids; returns how
@@ -62,19 +62,7 @@ static int select_typical(decode_cands *c, int n, double target, double h, doubl
                           double *farthest) {
     decode_item *it = c->s->items;
     for (int i = 0; i < n; i++) it[i].key = (float)-fabs(s_shift - it[i].key - h); /* s = s_shift - logit */
-    int m = decode_select_mass(it, n, target);
-    float crossing = m ? it[0].key : 0;
-    for (int i = 1; i < m; i++) crossing = it[i].key < crossing ? it[i].key : crossing;
-    for (int i = m; i < n && m > 0; i++)
-        if (it[i].key == crossing) {
-            decode_item t = it[i];
-            it[i] = it[m];
-            it[m++] = t;
-        }
-    if (m < keep_min) {
-        m = keep_min < n ? keep_min : n;
-        decode_partition(it, n, m);
-    }
+    int m = cands_select(it, n, target, keep_min, 1);
     *farthest = 0;
     for (int i = 0; i < m; i++) {
         c->s->ids[i] = it[i].id;
@@ -86,14 +74,13 @@ static int select_typical(decode_cands *c, int n, double target, double h, doubl
 static void apply(const kiln_gen_params *p, const decode_history *h, decode_cands *c) {
     float max = cands_max(c);
     if (max == -INFINITY) return;
-    double total = cands_exp(c, max), ent = entropy(c, max, total), s_shift = max + log(total);
+    double total, ent = entropy(c, max, &total), s_shift = max + log(total);
     double target = p->typical_p * total * (1 - DECODE_MASS_SLACK), farthest;
     int keep_min = p->min_tokens_to_keep;
     int32_t *near = c->s->ids;
-    int n = collect_near(c, max - GAP, c->n_vocab / 8, near);
-    if (n >= 0 && n < c->n && n >= keep_min) { /* few: else the bucketed cut costs less */
-        double mass = 0;
-        for (int i = 0; i < n; i++) mass += c->s->prob[near[i]];
+    int n = c->n == c->n_vocab ? cands_collect_ge(c, max - GAP, c->n_vocab / 32, near) : -1;
+    if (n >= 0 && n < c->n && n >= keep_min) { /* few: else the cut costs less */
+        double mass = decode_sum_ids(c->s->prob, near, n);
         if (mass >= target) {
             for (int i = 0; i < n; i++) c->s->items[i] = (decode_item){c->logits[near[i]], c->s->prob[near[i]], near[i]};
             int m = select_typical(c, n, target, ent, s_shift, keep_min, &farthest);
@@ -103,14 +90,8 @@ static void apply(const kiln_gen_params *p, const decode_history *h, decode_cand
             }
         }
     }
-    if (c->n == c->n_vocab) { /* the bucketed cut, ranked by -|s - H| = -|center - logit| */
-        float center = (float)(s_shift - ent), *key = c->s->key;
-        const float *x = c->logits;
-#pragma omp simd
-        for (int i = 0; i < c->n_vocab; i++) key[i] = -fabsf(center - x[i]);
-        if (cands_cut(c, key, target, keep_min, 1)) return;
-    }
+    if (c->n == c->n_vocab) return cands_cut(c, max, 1, (float)(s_shift - ent), target, keep_min);
     cands_keep(c, select_typical(c, cands_items(c), target, ent, s_shift, keep_min, &farthest));
 }
 
-const decode_processor proc_typical_p = {"typical_p", 1, enabled, check, apply};
+const decode_processor proc_typical_p = {"typical_p", 1, enabled, check, apply, 1};

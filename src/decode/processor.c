@@ -99,8 +99,11 @@ void decode_chain_free(decode_chain *ch) {
 }
 
 void decode_chain_apply(decode_chain *ch, const decode_history *h, float *logits, decode_cands *c) {
-    *c = (decode_cands){logits, ch->n_vocab, ch->ids, ch->n_vocab, &ch->s};
-    for (int i = 0; i < ch->n_procs; i++) ch->procs[i]->apply(ch->p, h, c);
+    *c = (decode_cands){logits, ch->n_vocab, ch->ids, ch->n_vocab, &ch->s, 0, 0, -1};
+    for (int i = 0; i < ch->n_procs; i++) {
+        ch->procs[i]->apply(ch->p, h, c);
+        if (!ch->procs[i]->keeps_weights) c->weighted = 0;
+    }
     ch->ids = c->ids; /* cands_keep may have traded the two lists */
 }
 
@@ -117,8 +120,16 @@ float cands_max(const decode_cands *c) {
 }
 
 double cands_exp(decode_cands *c, float max) {
-    if (c->n < c->n_vocab) return decode_exp_ids(c->s->prob, c->logits, c->ids, c->n, max);
-    return decode_exp(c->s->prob, c->logits, max, c->n_vocab);
+    int list = c->n < c->n_vocab;
+    if (c->weighted && c->shift == max) {
+        if (c->total < 0) c->total = list ? decode_sum_ids(c->s->prob, c->ids, c->n) : decode_sum(c->s->prob, c->n_vocab);
+        return c->total;
+    }
+    c->weighted = 1;
+    c->shift = max;
+    c->total = list ? decode_exp_ids(c->s->prob, c->logits, c->ids, c->n, max)
+                    : decode_exp(c->s->prob, c->logits, max, c->n_vocab);
+    return c->total;
 }
 
 void cands_keep(decode_cands *c, int n) {
@@ -126,6 +137,7 @@ void cands_keep(decode_cands *c, int n) {
     c->ids = c->s->ids;
     c->s->ids = t;
     c->n = n;
+    c->total = -1;
     /* A list of more than a quarter of the vocabulary costs more to follow than the vectorised
      * passes over the whole array cost: mark the others removed instead. */
     if (n > c->n_vocab / 4) cands_dense(c);
@@ -134,8 +146,13 @@ void cands_keep(decode_cands *c, int n) {
 void cands_dense(decode_cands *c) {
     if (c->n == c->n_vocab) return;
     uint8_t *mark = c->s->mark;
-    float *x = c->logits;
+    float *x = c->logits, *w = c->s->prob;
     for (int i = 0; i < c->n; i++) mark[c->ids[i]] = 1;
+    if (c->weighted) { /* the removed tokens' weights are stale: dense weights are 0 there */
+#pragma omp simd
+        for (int i = 0; i < c->n_vocab; i++) w[i] = mark[i] ? w[i] : 0.0f;
+    }
+#pragma omp simd
     for (int i = 0; i < c->n_vocab; i++) x[i] = mark[i] ? x[i] : -INFINITY;
     for (int i = 0; i < c->n; i++) mark[c->ids[i]] = 0;
     c->n = c->n_vocab;
@@ -181,55 +198,211 @@ int cands_argmax(const decode_cands *c) {
     return i;
 }
 
-enum { CUT_BUCKETS = 1024 };
-#define CUT_PER_NAT 64.0f
-
-static int cut_bucket(float key) {
-    float b = -key * CUT_PER_NAT;
-    return b < CUT_BUCKETS - 1 ? (int)b : CUT_BUCKETS - 1; /* -inf keys and far tokens: the last bucket */
+int cands_collect_ge(const decode_cands *c, float min, int cap, int32_t *out) {
+    enum { BLOCK = 4096 }; /* blocks of this many keep the vectorised scan and stop early */
+    int k = 0;
+    for (int b = 0; b < c->n_vocab && k <= cap; b += BLOCK) {
+        int len = c->n_vocab - b < BLOCK ? c->n_vocab - b : BLOCK;
+        int got = decode_collect_ge(c->logits + b, NULL, len, min, out + k);
+        for (int i = 0; i < got; i++) out[k + i] += b;
+        k += got;
+    }
+    return k <= cap ? k : -1;
 }
 
-int cands_cut(decode_cands *c, const float *key, double target, int keep_min, int ties) {
-    double mass[4][CUT_BUCKETS] = {{0}}, before = 0; /* four histograms: no chain of updates to one bucket */
-    int count[4][CUT_BUCKETS] = {{0}}, n_before = 0, crossing = 0, n = c->n_vocab;
-    float *x = c->logits;
-    const float *p = c->s->prob;
-    for (int i = 0; i < n; i++) {
-        int b = cut_bucket(key[i]);
-        mass[i & 3][b] += p[i];
-        count[i & 3][b]++;
-    }
-    for (; crossing < CUT_BUCKETS - 1; crossing++) {
-        double m = mass[0][crossing] + mass[1][crossing] + mass[2][crossing] + mass[3][crossing];
-        if (before + m >= target) break;
-        before += m;
-        n_before += count[0][crossing] + count[1][crossing] + count[2][crossing] + count[3][crossing];
-    }
-    int n_crossing = count[0][crossing] + count[1][crossing] + count[2][crossing] + count[3][crossing];
-    if (n_before + n_crossing < keep_min) return 0;
-    decode_item *it = c->s->items;
-    int n_items = 0;
-    for (int i = 0; i < n; i++) { /* branch-free: kept and crossing tokens interleave at random */
-        int b = cut_bucket(key[i]);
-        it[n_items] = (decode_item){key[i], p[i], i};
-        n_items += b == crossing && x[i] > -INFINITY;
-        x[i] = b > crossing ? -INFINITY : x[i];
-    }
-    int m = decode_select_mass(it, n_items, target - before);
+int cands_select(decode_item *it, int n, double target, int keep_min, int ties) {
+    int m = decode_select_mass(it, n, target);
     if (ties && m > 0) {
         float last = it[0].key;
         for (int i = 1; i < m; i++) last = it[i].key < last ? it[i].key : last;
-        for (int i = m; i < n_items; i++)
+        for (int i = m; i < n; i++)
             if (it[i].key == last) {
                 decode_item t = it[i];
                 it[i] = it[m];
                 it[m++] = t;
             }
     }
-    if (n_before + m < keep_min) {
-        m = keep_min - n_before;
-        decode_partition(it, n_items, m);
+    if (m < keep_min) {
+        m = keep_min < n ? keep_min : n;
+        decode_partition(it, n, m);
     }
-    for (int i = m; i < n_items; i++) x[it[i].id] = -INFINITY;
+    return m;
+}
+
+/* ---- cands_cut ---- */
+
+enum { LANES = DECODE_LANES };
+
+/* How far from CENTER the logits of bucket J lie, at least (LO) and at most (HI), widened by MARGIN. */
+static void bucket_reach(float top, double center, int j, double margin, double *lo, double *hi) {
+    double xh = top - j / (double)DECODE_BUCKETS_PER_NAT;
+    double xl = j == DECODE_BUCKETS - 1 ? -INFINITY : top - (j + 1) / (double)DECODE_BUCKETS_PER_NAT;
+    double near = xl > center ? xl - center : xh < center ? center - xh : 0;
+    *lo = near - margin > 0 ? near - margin : 0;
+    *hi = fmax(xh - center, center - xl) + margin;
+}
+
+/* Walking the buckets by DIST (their reach, growing away from the bucket JC holding the center on both
+ * sides), the distance at which the walked ones weigh TARGET (or, with BY_COUNT, hold TARGET tokens);
+ * INFINITY when all of them do not. */
+static double reach_at(const decode_hist *h, const double *dist, int jc, double target, int by_count) {
+    int l = jc, r = jc + 1;
+    double acc = 0;
+    while (l >= 0 || r < DECODE_BUCKETS) {
+        int j = r >= DECODE_BUCKETS || (l >= 0 && dist[l] <= dist[r]) ? l-- : r++;
+        acc += by_count ? h->count[j] : h->mass[j];
+        if (acc >= target) return dist[j];
+    }
+    return INFINITY;
+}
+
+/* The smallest float >= D (UP) or the largest <= D: "float < D" is "float < that" (and "> D", "> it"). */
+static float float_bound(double d, int up) {
+    float f = (float)d;
+    if (up && (double)f < d) f = nextafterf(f, INFINITY);
+    if (!up && (double)f > d) f = nextafterf(f, -INFINITY);
+    return f;
+}
+
+/* The distance that ranks a token (smaller first): |CENTER - x| for typical-p, TOP - x for top-p. */
+static inline float reach(float x, int typical, float center, float top) {
+    return typical ? fabsf(center - x) : top - x;
+}
+
+typedef decode_vfloat vfloat;
+typedef decode_vint vint;
+
+static inline vfloat reach_lanes(vfloat x, int typical, float center, float top) {
+    return typical ? (vfloat)((vint)(center - x) & 0x7fffffff) : top - x;
+}
+
+/* One pass over dense candidates: the weight and count of the tokens nearer than NEAR (kept whatever
+ * the crossing), and items (key: logit, or minus the distance for typical-p) of those from NEAR to FAR
+ * (LIST: of every token up to FAR) into c->s->items; returns how many items. Vector lanes; a block with
+ * no item to write costs only its vector part. Inlined with constant TYPICAL and LIST. */
+static inline __attribute__((always_inline)) int classify(decode_cands *c, const int typical, float center, float top,
+                                                          float near, float far, const int list, double *mass_near,
+                                                          int *count_near) {
+    const float *x = c->logits, *w = c->s->prob;
+    decode_item *it = c->s->items;
+    int n = c->n_vocab, k = 0, count = 0, i = 0, blocks = 0;
+    decode_vdouble mass_lanes = {0};
+    vfloat acc = {0}, zero = {0};
+    vint cnt = {0};
+    for (; i + LANES <= n; i += LANES) {
+        vfloat v, e;
+        memcpy(&v, x + i, sizeof v);
+        memcpy(&e, w + i, sizeof e);
+        vfloat d = reach_lanes(v, typical, center, top);
+        vint in = d < near, take = (d <= far) & (v > -INFINITY);
+        if (!list) take &= d >= near;
+        acc += (vfloat)((vint)e & in);
+        cnt -= in;
+        if (++blocks % 16 == 0) {
+            mass_lanes += decode_lanes_widen(acc);
+            acc = zero;
+        }
+        if (!decode_any_lane(take)) continue;
+        for (int j = 0; j < LANES; j++) {
+            it[k] = (decode_item){typical ? -d[j] : v[j], e[j], i + j};
+            k -= take[j];
+        }
+    }
+    double mass = decode_lanes_total(mass_lanes + decode_lanes_widen(acc));
+    for (int j = 0; j < LANES; j++) count += cnt[j];
+    for (; i < n; i++) {
+        float d = reach(x[i], typical, center, top);
+        mass += d < near ? w[i] : 0.0f;
+        count += d < near;
+        it[k] = (decode_item){typical ? -d : x[i], w[i], i};
+        k += (list || d >= near) & (d <= far) & (x[i] > -INFINITY);
+    }
+    *mass_near = mass;
+    *count_near = count;
+    return k;
+}
+
+static int cut_classify(decode_cands *c, int typical, float center, float top, float near, float far, int list,
+                        double *mass_near, int *count_near) {
+    if (typical)
+        return list ? classify(c, 1, center, top, near, far, 1, mass_near, count_near)
+                    : classify(c, 1, center, top, near, far, 0, mass_near, count_near);
+    return list ? classify(c, 0, center, top, near, far, 1, mass_near, count_near)
+                : classify(c, 0, center, top, near, far, 0, mass_near, count_near);
+}
+
+/* The exact cut for when the bounds do not hold (only rounding can make them fail) or min_tokens_to_keep
+ * reaches beyond them: every finite candidate an item. */
+static void cut_all(decode_cands *c, int typical, float center, double target, int keep_min) {
+    int n = cands_items(c);
+    decode_item *it = c->s->items;
+    if (typical)
+        for (int i = 0; i < n; i++) it[i].key = -fabsf(center - it[i].key);
+    int m = cands_select(it, n, target, keep_min, typical);
+    for (int i = 0; i < m; i++) c->s->ids[i] = it[i].id;
+    cands_keep(c, m);
+}
+
+/* The cut with bounds from the histogram H, widened by SLACK in weight when H is an estimate. Returns 0,
+ * changing nothing, when the crossing turns out to lie outside them. */
+static int cut_within(decode_cands *c, const decode_hist *h, float max, int typical, float center, double target,
+                      int keep_min, double slack) {
+    /* Bucket edges and each token's distance are rounded: bounds widened well past the rounding. */
+    double margin = 1.0 / 256 + 1e-6 * (fabs(max) + fabs(center)), lo[DECODE_BUCKETS], hi[DECODE_BUCKETS];
+    for (int j = 0; j < DECODE_BUCKETS; j++) bucket_reach(max, center, j, margin, &lo[j], &hi[j]);
+    double jc_at = floor(((double)max - center) * DECODE_BUCKETS_PER_NAT);
+    int jc = jc_at < DECODE_BUCKETS - 1 ? (int)jc_at : DECODE_BUCKETS - 1;
+    /* Tokens nearer than NEAR weigh less than the target, tokens up to FAR reach it: the crossing lies
+     * between. With min_tokens_to_keep, FAR also reaches that many tokens. */
+    double near = reach_at(h, lo, jc, target - slack, 0), far = reach_at(h, hi, jc, target + slack, 0);
+    if (keep_min > 1) far = fmax(far, reach_at(h, hi, jc, keep_min, 1));
+    /* Tokens up to FAR, at most: a weight in bucket j is at least exp(-(j + 1) / 64); the last bucket's
+     * have no such bound. */
+    double est = lo[DECODE_BUCKETS - 1] <= far ? c->n_vocab : 0, step = exp(1 / DECODE_BUCKETS_PER_NAT), inv = step;
+    for (int j = 0; j < DECODE_BUCKETS - 1; j++, inv *= step) est += lo[j] <= far ? h->mass[j] * inv : 0;
+    int list = est <= c->n_vocab / 32; /* collecting more costs more than the passes over dense ones */
+    float near_f = float_bound(near, 1), far_f = float_bound(far, 0);
+    double mass_near;
+    int count_near;
+    int n = cut_classify(c, typical, center, max, near_f, far_f, list, &mass_near, &count_near);
+    decode_item *it = c->s->items;
+    if (list) {
+        if (decode_items_mass(it, n) < target || n < keep_min) return 0;
+        int m = cands_select(it, n, target, keep_min, typical);
+        for (int i = 0; i < m; i++) c->s->ids[i] = it[i].id;
+        cands_keep(c, m);
+        return 1;
+    }
+    double rest = target - mass_near;
+    if (rest <= 0 || decode_items_mass(it, n) < rest || count_near + n < keep_min) return 0;
+    int m = cands_select(it, n, rest, keep_min - count_near, typical);
+    float *x = c->logits, *w = c->s->prob;
+#pragma omp simd
+    for (int i = 0; i < c->n_vocab; i++) {
+        int out = reach(x[i], typical, center, max) > far_f;
+        x[i] = out ? -INFINITY : x[i];
+        w[i] = out ? 0.0f : w[i];
+    }
+    for (int j = m; j < n; j++) x[it[j].id] = -INFINITY, w[it[j].id] = 0;
+    c->total = mass_near + decode_items_mass(it, m);
     return 1;
+}
+
+/* Large vocabularies first try bounds from an estimated histogram (decode_hist_sample: one block of 16
+ * tokens in CUT_SAMPLE, and every token weighing CUT_HEAVY of the target, which sampling would misjudge),
+ * widened by CUT_SLACK of the target: an exact histogram costs a scattered update per token, most of the
+ * cut. */
+enum { CUT_SAMPLED_FROM = 16384, CUT_SAMPLE = 16 };
+#define CUT_HEAVY 2e-5
+#define CUT_SLACK 0.002
+
+void cands_cut(decode_cands *c, float max, int typical, float center, double target, int keep_min) {
+    if (!typical) center = max;
+    decode_hist h;
+    if (c->n_vocab >= CUT_SAMPLED_FROM) {
+        decode_hist_sample(&h, c->logits, c->s->prob, max, c->n_vocab, CUT_SAMPLE, (float)(target * CUT_HEAVY));
+        if (cut_within(c, &h, max, typical, center, target, keep_min, target * CUT_SLACK)) return;
+    }
+    decode_hist_build(&h, c->logits, c->s->prob, max, c->n_vocab, keep_min > 1);
+    if (!cut_within(c, &h, max, typical, center, target, keep_min, 0)) cut_all(c, typical, center, target, keep_min);
 }

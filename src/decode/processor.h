@@ -5,7 +5,11 @@
  * Candidates: the logits array is authoritative (-INFINITY removes a token), but once a processor has
  * cut the vocabulary down (top-k, top-p, ...) it also records the short list of tokens that may still be
  * finite, so that the processors after it and the final draw touch a few entries instead of the whole
- * vocabulary. Tokens outside that list count as removed whatever their logit holds. */
+ * vocabulary. Tokens outside that list count as removed whatever their logit holds.
+ *
+ * Weights: the exponentials of the candidates' logits, computed once per token and kept by the processors
+ * that only remove candidates (top-k, top-p, min-p, typical-p), so that the processors after them and
+ * the draw do not take them again over the whole vocabulary. */
 #ifndef KILN_DECODE_PROCESSOR_H
 #define KILN_DECODE_PROCESSOR_H
 
@@ -38,6 +42,12 @@ typedef struct {
     int32_t *ids;                /* when n < n_vocab: every token that may be finite is in ids[0..n) */
     int n;
     decode_scratch *s;
+    /* When WEIGHTED, s->prob[t] = exp(logits[t] - SHIFT) for every candidate t (with dense candidates
+     * also 0 for every removed token), SHIFT being the largest candidate logit when they were taken;
+     * TOTAL is their sum over the candidates, or -1 when not known. */
+    int weighted;
+    float shift;
+    double total;
 } decode_cands;
 
 typedef struct {
@@ -47,6 +57,8 @@ typedef struct {
     /* -1 with a message naming the parameter when it is out of range (checked even when disabled) */
     int (*check)(const kiln_gen_params *p, int n_vocab);
     void (*apply)(const kiln_gen_params *p, const decode_history *h, decode_cands *c);
+    /* only removes candidates and keeps the weights valid (see decode_cands); 0 makes the chain drop them */
+    int keeps_weights;
 } decode_processor;
 
 enum { DECODE_MAX_PROCESSORS = 32 };
@@ -75,7 +87,8 @@ void decode_chain_apply(decode_chain *ch, const decode_history *h, float *logits
 /* ---- Helpers for processors and searches ---- */
 /* The largest logit among the candidates (-INFINITY when every token is removed). */
 float cands_max(const decode_cands *c);
-/* exp(logit - MAX) of the candidates into c->s->prob (at their token ids); returns the sum. */
+/* exp(logit - MAX) of the candidates into c->s->prob (at their token ids); returns the sum. The candidates
+ * become weighted with shift MAX; weights already taken with that shift are reused. */
 double cands_exp(decode_cands *c, float max);
 /* Keeps only IDS[0..N) (a list in c->s->ids, which trades places with the candidates' list). */
 void cands_keep(decode_cands *c, int n);
@@ -86,14 +99,22 @@ void cands_dense(decode_cands *c);
 int cands_items(decode_cands *c);
 /* The most probable candidate, lowest id on ties; -1 when none is left. */
 int cands_argmax(const decode_cands *c);
+/* The dense candidates with logit >= MIN into OUT, in id order; returns how many, or -1 as soon as there
+ * are more than CAP (collecting most of the vocabulary only to find it too many costs a pass). */
+int cands_collect_ge(const decode_cands *c, float min, int cap, int32_t *out);
 
-/* For dense candidates: keeps the smallest prefix, in the order of KEY (N_VOCAB values at most 0, larger
- * first, ties by lower id; a function of the logit), whose probability (c->s->prob, from cands_exp)
- * reaches TARGET, and at least KEEP_MIN; with TIES also every token whose key equals the crossing
- * token's. The others become -INFINITY in place and the candidates stay dense. Tokens are bucketed by
- * key (1/64 nat wide, 16 nats deep) and only the bucket where the mass crosses TARGET is ranked token
- * by token: two passes over the vocabulary, no sort. Returns 0, changing nothing, when fewer than
- * KEEP_MIN tokens reach that bucket. */
-int cands_cut(decode_cands *c, const float *key, double target, int keep_min, int ties);
+/* Keeps the items it[0..m) of the N items (w from cands_exp) that a mass cut keeps, and returns m: the
+ * smallest prefix in order whose weight reaches TARGET, with TIES also every item whose key equals the
+ * crossing one's, and at least KEEP_MIN items (all N when fewer). */
+int cands_select(decode_item *it, int n, double target, int keep_min, int ties);
+
+/* The same cut over dense weighted candidates (cands_exp first; MAX their largest logit), ranked by logit
+ * (TYPICAL 0) or by closeness to the logit CENTER (TYPICAL 1: key -|CENTER - logit|, the crossing's
+ * ties kept). A histogram of the logits bounds the distance from CENTER at which the mass crosses
+ * TARGET to a sliver of the vocabulary (with a large vocabulary first one estimated from a sample, the
+ * exact one when the crossing turns out to lie outside); one pass keeps the tokens inside, collects the
+ * sliver, where the crossing is selected token by token, and one removes the tokens outside. No sort
+ * of the vocabulary. The kept tokens become a list when they are few, else stay dense. */
+void cands_cut(decode_cands *c, float max, int typical, float center, double target, int keep_min);
 
 #endif

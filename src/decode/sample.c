@@ -31,8 +31,15 @@ static int dense_pick(const float *p, int n, double target) {
     return i;
 }
 
+/* The shift for the draw's weights: the kept one when they sum to enough that none of the candidates'
+ * weights can have lost precision to underflow (the largest is at least total / n_vocab), saving a pass
+ * for the largest logit; else that logit. */
+static float draw_shift(const decode_cands *c) {
+    return c->weighted && c->total >= 1e-6 ? c->shift : cands_max(c);
+}
+
 int decode_draw(decode_cands *c, double u, double *logprob) {
-    float max = cands_max(c);
+    float max = draw_shift(c);
     if (max == -INFINITY) return -1;
     double total = cands_exp(c, max), target = u * total;
     const float *p = c->s->prob;

@@ -1,4 +1,5 @@
-/* Vocabulary-wide loops of the decoding layer: exp, top-m by heap, and mass selection by quickselect. */
+/* Vocabulary-wide loops of the decoding layer: exp, sums, logit histograms, top-m by heap, and mass
+ * selection by bucketing and quickselect. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,21 +9,27 @@
 /* exp over 16 lanes with GCC vector extensions (AVX-512, or pairs/quads of narrower registers): range
  * reduction x = n ln2 + r, |r| <= ln2/2, a degree-6 polynomial for e^r (Cephes' expf coefficients,
  * about 1 ulp), and 2^n built in the exponent bits. Lanes below -87 (and -inf) give 0. */
-typedef float vfloat __attribute__((vector_size(64)));
-typedef int32_t vint __attribute__((vector_size(64)));
-enum { LANES = 16 };
+typedef decode_vfloat vfloat;
+typedef decode_vint vint;
+typedef decode_vdouble vdouble;
+enum { LANES = DECODE_LANES };
 
 static inline vfloat select_lanes(vint mask, vfloat a, vfloat b) {
     return (vfloat)(((vint)a & mask) | ((vint)b & ~mask));
 }
 
+/* The exponentials fuse their multiply-adds (the build is ISO C, where GCC keeps them apart): a third
+ * fewer operations and a rounding less per step of the polynomial. */
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=fast")
+
 static inline vfloat exp_lanes(vfloat x) {
     vfloat zero = {0};
     vint under = x < -87.0f;
     vfloat c = select_lanes(x > 88.0f, zero + 88.0f, select_lanes(under, zero - 87.0f, x));
-    vfloat t = c * 1.44269504088896341f;
-    vint k = __builtin_convertvector(t + select_lanes(t >= 0.0f, zero + 0.5f, zero - 0.5f), vint);
-    vfloat n = __builtin_convertvector(k, vfloat);
+    /* n = round(c / ln2) by adding 1.5 * 2^23, whose float spacing is 1, and k its bits as an integer */
+    vfloat m = c * 1.44269504088896341f + 12582912.0f, n = m - 12582912.0f;
+    vint k = (vint)m - 0x4B400000;
     vfloat r = c - n * 0.693359375f + n * 2.12194440e-4f;
     vfloat p = zero + 1.9875691500e-4f;
     p = p * r + 1.3981999507e-3f;
@@ -34,29 +41,45 @@ static inline vfloat exp_lanes(vfloat x) {
     return select_lanes(under, zero, p * (vfloat)((k + 127) << 23));
 }
 
-double decode_exp(float *out, const float *x, float shift, int n) {
-    double sum = 0;
-    vfloat acc = {0};
+/* The exponentials of the N values (and, when DOT, their dot product with X - SHIFT): float lanes for 256
+ * values at a time, double beyond. */
+static inline double exp_pass(float *out, const float *x, float shift, int n, double *dot) {
+    vdouble sum = {0}, dsum = {0};
+    vfloat acc = {0}, dacc = {0}, zero = {0};
     int i = 0, blocks = 0;
     for (; i + LANES <= n; i += LANES) {
-        vfloat v;
+        vfloat v, e;
         memcpy(&v, x + i, sizeof v);
-        v = exp_lanes(v - shift);
-        memcpy(out + i, &v, sizeof v);
-        acc += v;
-        if (++blocks % 16 == 0) { /* float lanes for 256 values, double beyond */
-            for (int j = 0; j < LANES; j++) sum += acc[j];
-            acc = (vfloat){0};
+        v -= shift;
+        e = exp_lanes(v);
+        memcpy(out + i, &e, sizeof e);
+        acc += e;
+        if (dot) dacc += select_lanes(v > -INFINITY, e * v, zero);
+        if (++blocks % 16 == 0) {
+            sum += decode_lanes_widen(acc);
+            if (dot) dsum += decode_lanes_widen(dacc);
+            acc = dacc = zero;
         }
     }
-    for (int j = 0; j < LANES; j++) sum += acc[j];
+    double total = decode_lanes_total(sum + decode_lanes_widen(acc));
+    double dtotal = dot ? decode_lanes_total(dsum + decode_lanes_widen(dacc)) : 0;
     if (i < n) {
-        vfloat v = (vfloat){0} - INFINITY;
+        vfloat v = zero - INFINITY, e;
         for (int j = 0; i + j < n; j++) v[j] = x[i + j] - shift;
-        v = exp_lanes(v);
-        for (int j = 0; i + j < n; j++) out[i + j] = v[j], sum += v[j];
+        e = exp_lanes(v);
+        for (int j = 0; i + j < n; j++) {
+            out[i + j] = e[j], total += e[j];
+            if (v[j] > -INFINITY) dtotal += e[j] * v[j];
+        }
     }
-    return sum;
+    if (dot) *dot = dtotal;
+    return total;
+}
+
+double decode_exp(float *out, const float *x, float shift, int n) { return exp_pass(out, x, shift, n, NULL); }
+
+double decode_exp_dot(float *out, const float *x, float shift, int n, double *dot) {
+    return exp_pass(out, x, shift, n, dot);
 }
 
 double decode_exp_ids(float *out, const float *x, const int32_t *ids, int n, float shift) {
@@ -69,6 +92,89 @@ double decode_exp_ids(float *out, const float *x, const int32_t *ids, int n, flo
         for (int j = 0; j < m; j++) out[ids[i + j]] = v[j], sum += v[j];
     }
     return sum;
+}
+
+#pragma GCC pop_options
+
+double decode_sum(const float *w, int n) {
+    vdouble sum = {0};
+    vfloat acc = {0};
+    int i = 0, blocks = 0;
+    for (; i + LANES <= n; i += LANES) {
+        vfloat v;
+        memcpy(&v, w + i, sizeof v);
+        acc += v;
+        if (++blocks % 16 == 0) {
+            sum += decode_lanes_widen(acc);
+            acc = (vfloat){0};
+        }
+    }
+    double total = decode_lanes_total(sum + decode_lanes_widen(acc));
+    for (; i < n; i++) total += w[i];
+    return total;
+}
+
+double decode_sum_ids(const float *w, const int32_t *ids, int n) {
+    double sum[4] = {0};
+    int i = 0;
+    for (; i + 4 <= n; i += 4)
+        for (int j = 0; j < 4; j++) sum[j] += w[ids[i + j]];
+    for (; i < n; i++) sum[0] += w[ids[i]];
+    return (sum[0] + sum[1]) + (sum[2] + sum[3]);
+}
+
+/* The histogram's bucket of each of N logits (N <= LANES) into B. */
+static inline void hist_buckets(const float *x, float top, int n, int *b) {
+#pragma omp simd
+    for (int j = 0; j < n; j++) { /* -inf beyond the last bucket, NaN in the first */
+        float v = (top - x[j]) * DECODE_BUCKETS_PER_NAT;
+        v = v > 0.0f ? v : 0.0f;
+        b[j] = v < DECODE_BUCKETS - 1 ? (int)v : DECODE_BUCKETS - 1;
+    }
+}
+
+void decode_hist_build(decode_hist *h, const float *x, const float *w, float top, int n, int counts) {
+    /* Two histograms, merged at the end: consecutive tokens in one bucket do not wait on each other.
+     * Float sums per bucket: the cut only takes bounds from them and checks them exactly. */
+    float mass[2][DECODE_BUCKETS] = {{0}};
+    int32_t count[2][DECODE_BUCKETS] = {{0}};
+    int b[LANES];
+    for (int i = 0; i < n; i += LANES) {
+        int len = n - i < LANES ? n - i : LANES;
+        hist_buckets(x + i, top, len, b);
+        for (int j = 0; j < len; j++) mass[j & 1][b[j]] += w[i + j];
+        if (counts)
+            for (int j = 0; j < len; j++) count[j & 1][b[j]]++;
+    }
+    for (int j = 0; j < DECODE_BUCKETS; j++) {
+        h->mass[j] = (double)mass[0][j] + mass[1][j];
+        h->count[j] = count[0][j] + count[1][j];
+    }
+}
+
+void decode_hist_sample(decode_hist *h, const float *x, const float *w, float top, int n, int sample, float heavy) {
+    float mass[DECODE_BUCKETS] = {0};
+    int32_t count[DECODE_BUCKETS] = {0};
+    int b[LANES];
+    for (int i = 0, block = 0; i < n; i += LANES, block++) {
+        int len = n - i < LANES ? n - i : LANES, sampled = block % sample == 0 || len < LANES, any = 0;
+        if (!sampled) { /* a whole block: a constant trip count keeps the test one vector compare */
+            for (int j = 0; j < LANES; j++) any |= w[i + j] >= heavy;
+            if (!any) continue;
+        }
+        hist_buckets(x + i, top, len, b);
+        if (!sampled) { /* the few heavy tokens of the block */
+            for (int j = 0; j < LANES; j++)
+                if (w[i + j] >= heavy) mass[b[j]] += w[i + j], count[b[j]]++;
+            continue;
+        }
+        for (int j = 0; j < len; j++) { /* a heavy token stands for itself, a sampled one for SAMPLE */
+            int times = w[i + j] >= heavy || len < LANES ? 1 : sample;
+            mass[b[j]] += times * w[i + j];
+            count[b[j]] += times;
+        }
+    }
+    for (int j = 0; j < DECODE_BUCKETS; j++) h->mass[j] = mass[j], h->count[j] = count[j];
 }
 
 /* a ranks before b: larger value, then lower id */
@@ -136,10 +242,14 @@ int decode_top(const float *value, const int32_t *ids, int n, int m, int32_t *ou
 }
 
 int decode_collect_ge(const float *value, const int32_t *ids, int n, float min, int32_t *out) {
+    /* Branch-free: where an entry goes is not predictable. An entry is always written and counted only
+     * when it qualifies; the write lands at most at the index being read, so OUT needs no spare room. */
     int k = 0;
     if (ids) {
-        for (int i = 0; i < n; i++)
-            if (value[ids[i]] >= min) out[k++] = ids[i];
+        for (int i = 0; i < n; i++) {
+            out[k] = ids[i];
+            k += value[ids[i]] >= min;
+        }
         return k;
     }
     int i = 0;
@@ -147,20 +257,35 @@ int decode_collect_ge(const float *value, const int32_t *ids, int n, float min, 
         int any = 0;
         for (int j = 0; j < BLOCK; j++) any |= value[i + j] >= min;
         if (!any) continue;
-        for (int j = 0; j < BLOCK; j++)
-            if (value[i + j] >= min) out[k++] = i + j;
+        for (int j = 0; j < BLOCK; j++) {
+            out[k] = i + j;
+            k += value[i + j] >= min;
+        }
     }
-    for (; i < n; i++)
-        if (value[i] >= min) out[k++] = i;
+    for (; i < n; i++) {
+        out[k] = i;
+        k += value[i] >= min;
+    }
     return k;
 }
 
-static inline int item_before(const decode_item *a, const decode_item *b) { return before(a->key, a->id, b->key, b->id); }
+static inline int item_before(const decode_item *a, const decode_item *b) {
+    return (a->key > b->key) | ((a->key == b->key) & (a->id < b->id));
+}
 
 static inline void item_swap(decode_item *a, decode_item *b) {
     decode_item t = *a;
     *a = *b;
     *b = t;
+}
+
+double decode_items_mass(const decode_item *it, int n) {
+    double m[4] = {0}; /* four chains of additions, not one */
+    int i = 0;
+    for (; i + 4 <= n; i += 4)
+        for (int j = 0; j < 4; j++) m[j] += it[i + j].w;
+    for (; i < n; i++) m[0] += it[i].w;
+    return (m[0] + m[1]) + (m[2] + m[3]);
 }
 
 /* Moves the median of it[lo], it[mid], it[hi-1] to it[hi-1] as the pivot. */
@@ -172,18 +297,20 @@ static void choose_pivot(decode_item *it, int lo, int hi) {
 }
 
 /* Partitions it[lo..hi) around the pivot at it[hi-1]: items before it first. Returns the pivot's final
- * index and the weight of the items before it in *MASS. */
+ * index and the weight of the items before it in *MASS. Branch-free (Lomuto): every item is swapped with
+ * the first one not known to come first, and that boundary moves on when it comes first. */
 static int partition(decode_item *it, int lo, int hi, double *mass) {
     decode_item pivot = it[hi - 1];
     int s = lo;
-    double m = 0;
-    for (int i = lo; i < hi - 1; i++)
-        if (item_before(&it[i], &pivot)) {
-            m += it[i].w;
-            item_swap(&it[i], &it[s++]);
-        }
+    for (int i = lo; i < hi - 1; i++) {
+        decode_item t = it[i];
+        int first = item_before(&t, &pivot);
+        it[i] = it[s];
+        it[s] = t;
+        s += first;
+    }
     item_swap(&it[s], &it[hi - 1]);
-    *mass = m;
+    *mass = decode_items_mass(it + lo, s - lo);
     return s;
 }
 
@@ -210,9 +337,68 @@ void decode_partition(decode_item *it, int n, int k) {
     decode_sort(it + lo, hi - lo);
 }
 
+/* Ranges of more items than BUCKETED are first narrowed by a histogram of their keys over
+ * SELECT_BUCKETS equal buckets between the smallest and the largest (larger keys in lower buckets): one
+ * pass finds the bucket where the weight crosses the target, two branch-free passes move the buckets
+ * before it to the front and it next. A quickselect over thousands of items costs mispredicted
+ * branches on every comparison. */
+enum { BUCKETED = 2048, SELECT_BUCKETS = 512 };
+
+static inline int key_bucket(float key, float kmax, float scale) {
+    float b = (kmax - key) * scale;
+    return b < SELECT_BUCKETS - 1 ? (int)b : SELECT_BUCKETS - 1;
+}
+
+/* Moves the items of it[lo..hi) whose bucket is below BC (EQUAL: is BC) to the front of the range;
+ * returns where they end. */
+static int move_buckets_front(decode_item *it, int lo, int hi, float kmax, float scale, int bc, int equal) {
+    int s = lo;
+    for (int i = lo; i < hi; i++) {
+        decode_item t = it[i];
+        int b = key_bucket(t.key, kmax, scale), front = equal ? b == bc : b < bc;
+        it[i] = it[s];
+        it[s] = t;
+        s += front;
+    }
+    return s;
+}
+
+/* Narrows [*lo, *hi) to the items of the bucket holding the crossing, adding the weight of those moved
+ * before it to *ACC. Returns 0 when the keys are all equal (nothing to bucket by), -1 when the range
+ * weighs less than the target (all of it is kept). */
+static int narrow_by_buckets(decode_item *it, int *lo, int *hi, double *acc, double target) {
+    float kmax = -INFINITY, kmin = INFINITY;
+    for (int i = *lo; i < *hi; i++) {
+        kmax = it[i].key > kmax ? it[i].key : kmax;
+        kmin = it[i].key < kmin ? it[i].key : kmin;
+    }
+    float scale = (SELECT_BUCKETS - 1) / (kmax - kmin);
+    if (!(kmax > kmin) || !isfinite(scale) || !isfinite(kmax - kmin)) return 0;
+    double mass[SELECT_BUCKETS] = {0};
+    for (int i = *lo; i < *hi; i++) mass[key_bucket(it[i].key, kmax, scale)] += it[i].w;
+    int bc = 0;
+    double before = *acc;
+    for (; bc < SELECT_BUCKETS; bc++) {
+        if (before + mass[bc] >= target) break;
+        before += mass[bc];
+    }
+    if (bc == SELECT_BUCKETS) return -1;
+    int mid = move_buckets_front(it, *lo, *hi, kmax, scale, bc, 0);
+    *hi = move_buckets_front(it, mid, *hi, kmax, scale, bc, 1);
+    *lo = mid;
+    *acc = before;
+    return 1;
+}
+
 int decode_select_mass(decode_item *it, int n, double target) {
     int lo = 0, hi = n;
     double acc = 0; /* weight of it[0..lo), all known to come first */
+    while (hi - lo > BUCKETED) {
+        int r = narrow_by_buckets(it, &lo, &hi, &acc, target);
+        if (r < 0) return hi;
+        if (r == 0) break;
+        if (acc >= target) return lo; /* only by rounding: the buckets before reach it already */
+    }
     while (hi - lo > SMALL) {
         double before_mass;
         choose_pivot(it, lo, hi);

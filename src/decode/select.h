@@ -9,6 +9,37 @@
 
 #include <stdint.h>
 
+/* Sixteen float lanes (GCC vector extensions: AVX-512, or pairs/quads of narrower registers). Sums run in
+ * float lanes over 256 values at a time, then go to double lanes with decode_lanes_widen, which keeps
+ * them in registers (indexing a lane would send the accumulator through memory every iteration). */
+typedef float decode_vfloat __attribute__((vector_size(64)));
+typedef int32_t decode_vint __attribute__((vector_size(64)));
+typedef double decode_vdouble __attribute__((vector_size(64)));
+enum { DECODE_LANES = 16 };
+
+static inline decode_vdouble decode_lanes_widen(decode_vfloat a) {
+    typedef float half __attribute__((vector_size(32)));
+    half lo = __builtin_shufflevector(a, a, 0, 1, 2, 3, 4, 5, 6, 7);
+    half hi = __builtin_shufflevector(a, a, 8, 9, 10, 11, 12, 13, 14, 15);
+    return __builtin_convertvector(lo, decode_vdouble) + __builtin_convertvector(hi, decode_vdouble);
+}
+
+static inline double decode_lanes_total(decode_vdouble a) {
+    return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+}
+
+/* Whether any lane of a comparison's mask is set: halves or-ed together. */
+static inline int decode_any_lane(decode_vint m) {
+    typedef int32_t half __attribute__((vector_size(32)));
+    typedef int32_t quarter __attribute__((vector_size(16)));
+    half h = __builtin_shufflevector(m, m, 0, 1, 2, 3, 4, 5, 6, 7) |
+             __builtin_shufflevector(m, m, 8, 9, 10, 11, 12, 13, 14, 15);
+    quarter q = __builtin_shufflevector(h, h, 0, 1, 2, 3) | __builtin_shufflevector(h, h, 4, 5, 6, 7);
+    q |= __builtin_shufflevector(q, q, 2, 3, 0, 1);
+    q |= __builtin_shufflevector(q, q, 1, 0, 3, 2);
+    return q[0];
+}
+
 /* A token with the value it is ranked by (KEY) and its probability mass (W, unnormalised). */
 typedef struct {
     float key;
@@ -19,8 +50,32 @@ typedef struct {
 /* OUT[i] = exp(X[i] - SHIFT) for the N values, 0 for -inf; returns their sum. Vectorised, and the same
  * result whatever the thread count (one thread, fixed order). */
 double decode_exp(float *out, const float *x, float shift, int n);
+/* The same, also setting *DOT to the sum of OUT[i] * (X[i] - SHIFT) over the finite X[i] (what an entropy
+ * needs), in the same pass. */
+double decode_exp_dot(float *out, const float *x, float shift, int n, double *dot);
 /* The same for the tokens IDS[0..N): OUT[IDS[i]] = exp(X[IDS[i]] - SHIFT). */
 double decode_exp_ids(float *out, const float *x, const int32_t *ids, int n, float shift);
+/* The sum of W[0..N), or of W[IDS[i]] for i < N. */
+double decode_sum(const float *w, int n);
+double decode_sum_ids(const float *w, const int32_t *ids, int n);
+
+/* Mass and count of the tokens per logit bucket: bucket b holds the logits in (TOP - (b+1)/64, TOP - b/64]
+ * (up to rounding), the last one everything lower, -inf included. */
+enum { DECODE_BUCKETS = 1024 };
+#define DECODE_BUCKETS_PER_NAT 64.0f
+typedef struct {
+    double mass[DECODE_BUCKETS];
+    int32_t count[DECODE_BUCKETS];
+} decode_hist;
+
+
+/* The histogram of the N logits X with weights W, buckets counted down from TOP (>= every X); the counts
+ * only with COUNTS (else 0). Sums in float: a bound, not a total. */
+void decode_hist_build(decode_hist *h, const float *x, const float *w, float top, int n, int counts);
+/* An estimate of it from every SAMPLE-th block of 16 tokens, each counted SAMPLE times, and every token
+ * of weight >= HEAVY, counted once wherever it is: those few carry much of the weight, and sampling
+ * them would make the estimate swing. */
+void decode_hist_sample(decode_hist *h, const float *x, const float *w, float top, int n, int sample, float heavy);
 
 /* The M best finite entries of VALUE (VALUE[IDS[i]] for i < N, or VALUE[0..N) when IDS is NULL), by the
  * order above, written to OUT in no particular order. Returns how many (< M when fewer are finite).
@@ -36,8 +91,11 @@ void decode_partition(decode_item *it, int n, int k);
 
 /* Reorders IT so that IT[0..m) are the items whose predecessors in order weigh less than TARGET, and
  * returns m: the smallest prefix whose weight reaches TARGET, the item that crosses it included (all
- * N when the total stays below). Expected O(N): a quickselect that recurses on the side holding the
- * crossing. */
+ * N when the total stays below). Expected O(N): many items are first bucketed by key (one histogram
+ * finds the bucket holding the crossing), then a quickselect recurses on the side holding it. */
 int decode_select_mass(decode_item *it, int n, double target);
+
+/* The total weight of the N items. */
+double decode_items_mass(const decode_item *it, int n);
 
 #endif
