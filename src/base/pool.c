@@ -175,9 +175,10 @@ void kiln_pool_for(int n, int grain, kiln_range_fn fn, void *arg) {
 
 /* Weights per chunk of kiln_pool_rows: at least enough that claiming a chunk (~0.1 us) is small beside
  * reading it (~3 us); on a large matrix about CHUNKS_PER_THREAD chunks per thread, because each chunk
- * restarts a thread's memory stream (the hardware prefetcher ramps up again): a 14 MB Q4_0 matrix read
- * in 64 KiB chunks ran at ~55% of the read bandwidth against ~85% in 1-4 MiB ones. Eight per thread
- * still leave a thread that falls behind (descheduled by another process) a small share to hold up. */
+ * restarts a thread's memory stream (the hardware prefetcher ramps up again). 110M model, Q8_0 decode,
+ * 2 threads, alternating runs: 64 KiB chunks 317-321 tok/s, 8 per thread 344-362, 4 per thread
+ * 370-379, 2 per thread 361-404. Two per thread still leave the others all but one chunk of a thread
+ * that another process has descheduled (decode beside 2 busy processes: 7x llama.cpp). */
 enum { ROW_CHUNK_MIN_BYTES = 64 << 10, CHUNKS_PER_THREAD = 2, ROW_GROUP = 16 };
 
 typedef struct {
