@@ -4,7 +4,8 @@
 # against llama.cpp compiled for this CPU (../shared/tools/llama-cpp-peer), same file, same threads, same
 # conditions, same run. kiln's figures are `kiln generate`'s: a fresh context, prefill of a ~512-token
 # prompt, then 128 greedy tokens (32 under load; at most 10 s of them); llama.cpp's are llama-bench's
-# pp512 and tg128 (tg32 under load).
+# prefill of as many tokens and decode of as many after a context of that prompt's length (-d), so
+# that both decode at the same depth.
 # KILN picks the kiln binary (default build/kiln, to compare builds); THREADS (default: all cores);
 # KILN_BENCH_TYPES (default "f32 q8_0").
 set -eu
@@ -44,10 +45,11 @@ measure() {
   out=$(OMP_NUM_THREADS=$THREADS "$KILN" generate -m "$model" -p "$prompt" -n "$n" --min-new-tokens "$n" --temp 0 \
     --max-time 10 --threads "$THREADS" 2>&1 >/dev/null | grep '^\[kiln\]')
   kpp=$(stat "$out" prefill); ktg=$(stat "$out" decode)
+  np=$(grep -o 'prompt [0-9]* tokens' <<<"$out" | awk '{print $2}')
   lpp=0; ltg=0
   if [ -n "$PEER" ]; then
-    pp=$("$PEER" -m "$model" -t "$THREADS" -p 512 -n 0 -r 2 -o jsonl 2>/dev/null | tail -n 1)
-    tg=$("$PEER" -m "$model" -t "$THREADS" -p 0 -n "$n" -r 2 -o jsonl 2>/dev/null | tail -n 1)
+    pp=$("$PEER" -m "$model" -t "$THREADS" -p "$np" -n 0 -r 2 -o jsonl 2>/dev/null | tail -n 1)
+    tg=$("$PEER" -m "$model" -t "$THREADS" -p 0 -n "$n" -d "$np" -r 2 -o jsonl 2>/dev/null | tail -n 1)
     lpp=$(field "$pp" avg_ts); ltg=$(field "$tg" avg_ts)
   fi
   printf '   %-8s decode kiln %7.1f llama.cpp %7.1f tok/s = %s   prefill kiln %7.1f llama.cpp %7.1f tok/s = %s\n' \
