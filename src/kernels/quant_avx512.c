@@ -182,14 +182,6 @@ INLINE void q8_0_row(float *y, size_t ldy, const uint8_t *p, const q8_lanes *L, 
     for (int t = 0; t < NT; t++) y[t * ldy] = _mm512_reduce_add_ps(acc[t]);
 }
 
-static void matvec_q8_0(float *y, const kiln_qx *qx, const void *W, int r0, int r1) {
-    int nb = qx->k / 32, ready;
-    q8_lanes *L = lanes_get(KILN_TYPE_Q8_0, qx, 1, sizeof(q8_lanes) * (size_t)((nb + 1) / 2), &ready);
-    if (!ready) q8_0_lanes(L, 1, qx);
-    size_t rb = (size_t)nb * 34;
-    for (int i = r0; i < r1; i++) q8_0_row(y + i, 0, (const uint8_t *)W + rb * i, L, 1, nb, 1);
-}
-
 /* NT as a constant, so the accumulators are registers. */
 static void q8_0_row_tokens(float *y, size_t ldy, const uint8_t *p, const q8_lanes *L, int stride, int nb, int nt) {
     switch (nt) {
@@ -214,6 +206,11 @@ static void matvecs_q8_0(float *Y, size_t ldy, const kiln_qx *qx, int T, const v
             int n = T - t0 < nt ? T - t0 : nt;
             q8_0_row_tokens(Y + t0 * ldy + i, ldy, (const uint8_t *)W + rb * i, L + t0, T, nb, n);
         }
+}
+
+/* One token: the short batch's one-token case, so a token in a batch gets bit for bit its own result. */
+static void matvec_q8_0(float *y, const kiln_qx *qx, const void *W, int r0, int r1) {
+    matvecs_q8_0(y, 0, qx, 1, W, r0, r1);
 }
 
 /* ---- Q4_0: four blocks (72 bytes) per step ----
@@ -303,14 +300,6 @@ INLINE void q4_0_row(float *y, size_t ldy, const uint8_t *p, const q4_lanes *L, 
     for (int t = 0; t < NT; t++) y[t * ldy] = _mm512_reduce_add_ps(acc[t]);
 }
 
-static void matvec_q4_0(float *y, const kiln_qx *qx, const void *W, int r0, int r1) {
-    int nb = qx->k / 32, ready;
-    q4_lanes *L = lanes_get(KILN_TYPE_Q4_0, qx, 1, sizeof(q4_lanes) * (size_t)((nb + 3) / 4), &ready);
-    if (!ready) q4_0_lanes(L, 1, qx);
-    size_t rb = (size_t)nb * 18;
-    for (int i = r0; i < r1; i++) q4_0_row(y + i, 0, (const uint8_t *)W + rb * i, L, 1, nb, 1);
-}
-
 static void q4_0_row_tokens(float *y, size_t ldy, const uint8_t *p, const q4_lanes *L, int stride, int nb, int nt) {
     switch (nt) {
     case 1: q4_0_row(y, ldy, p, L, stride, nb, 1); break;
@@ -334,6 +323,11 @@ static void matvecs_q4_0(float *Y, size_t ldy, const kiln_qx *qx, int T, const v
             int n = T - t0 < nt ? T - t0 : nt;
             q4_0_row_tokens(Y + t0 * ldy + i, ldy, (const uint8_t *)W + rb * i, L + t0, T, nb, n);
         }
+}
+
+/* One token: the short batch's one-token case, so a token in a batch gets bit for bit its own result. */
+static void matvec_q4_0(float *y, const kiln_qx *qx, const void *W, int r0, int r1) {
+    matvecs_q4_0(y, 0, qx, 1, W, r0, r1);
 }
 
 /* ---- Q4_K: one super-block (144 bytes) per step ----
