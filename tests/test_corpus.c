@@ -190,26 +190,37 @@ TEST(loader_rows_are_a_pure_function_of_seed_step_and_row) {
     kiln_corpus_close(c);
 }
 
-TEST(loader_windows_tile_the_stream_and_tag_each_byte_with_its_files_channel) {
+/* Every target after the first exactly once, with its file's channel, whatever the stride. */
+static void check_windows_score_each_byte_once(kiln_corpus *c, const train_loader *l, int stride) {
+    int32_t in[4], tg[4];
+    uint16_t ch[4];
+    int seen = 0; /* targets scored so far: the next is stream byte seen + 1 */
+    for (uint64_t w = 0; w < train_loader_n_windows(l, stride); w++) {
+        int n = train_loader_window(l, w, stride, in, tg, ch), scored = 0;
+        for (int t = 0; t < 4; t++) {
+            if (ch[t] == UINT16_MAX) continue;
+            int pos = seen + 1;
+            CHECK_EQ_INT((int)(w * stride) + t + 1, pos);
+            CHECK_EQ_INT(tg[t], c->stream[0][pos]);
+            CHECK_EQ_INT(in[t], c->stream[0][pos - 1]);
+            CHECK_STR(c->channels[ch[t]], pos <= 8 ? "one" : "two"); /* the NUL at 8 ends file one */
+            seen++, scored++;
+        }
+        CHECK_EQ_INT(n, scored);
+    }
+    CHECK_EQ_INT(seen, 14);
+}
+
+TEST(loader_windows_score_every_byte_once_with_its_files_channel_at_every_stride) {
     kiln_corpus *c = loader_corpus("tile", "abc\ndef\n", "ghij\n");
     train_loader l;
     CHECK(train_loader_init(&l, c, CORPUS_TRAIN, 4, 1) == 0);
-    /* stream: "abc\ndef\n" NUL "ghij\n" NUL = 15 bytes: 14 targets in 4 windows */
+    /* stream: "abc\ndef\n" NUL "ghij\n" NUL = 15 bytes: 14 targets, in 4 tiled windows */
     CHECK_EQ_INT(l.size, 15);
-    CHECK_EQ_INT(train_loader_n_windows(&l), 4);
-    int seen = 0;
-    for (uint64_t w = 0; w < 4; w++) {
-        int32_t in[4], tg[4];
-        uint16_t ch[4];
-        int n = train_loader_window(&l, w, in, tg, ch);
-        for (int t = 0; t < n; t++, seen++) {
-            int pos = seen + 1;
-            CHECK_EQ_INT(tg[t], c->stream[0][pos]);
-            CHECK_STR(c->channels[ch[t]], pos <= 8 ? "one" : "two"); /* the NUL at 8 ends file one */
-        }
-        for (int t = n; t < 4; t++) CHECK_EQ_INT(ch[t], UINT16_MAX);
-    }
-    CHECK_EQ_INT(seen, 14);
+    CHECK_EQ_INT(train_loader_n_windows(&l, 4), 4);
+    CHECK_EQ_INT(train_loader_n_windows(&l, 2), 6);
+    CHECK_EQ_INT(train_loader_n_windows(&l, 1), 11);
+    for (int stride = 1; stride <= 4; stride++) check_windows_score_each_byte_once(c, &l, stride);
     train_loader_free(&l);
     kiln_corpus_close(c);
 }

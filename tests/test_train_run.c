@@ -276,6 +276,31 @@ static int log_losses(const char *run, double *out, int max) {
     return n;
 }
 
+/* The "bpb" of kiln eval --json with EXTRA flags; -1 when it fails (its message in *ERR). */
+static double eval_bpb(const char *run, const char *corpus, const char *extra, char **err) {
+    char cmd[9000], *out;
+    snprintf(cmd, sizeof cmd, "%s eval -m %s/latest.gguf --data %s --json --threads 1 --no-compressors %s",
+             test_kiln_bin(), run, corpus, extra);
+    if (test_run(cmd, &out, err) != 0) return -1;
+    const char *p = strstr(out, "\"bpb\":");
+    double bpb = -1;
+    CHECKF(p && sscanf(p, "\"bpb\":%lf", &bpb) == 1, "%s", out);
+    return bpb;
+}
+
+TEST(eval_stride_of_the_context_reproduces_the_trainers_tiled_valid_figure_and_a_shorter_one_helps) {
+    const char *corpus = make_corpus("c", 0.3), *run = fresh("run");
+    char *err;
+    CHECKF(train(corpus, run, "--steps 30 --eval-bytes 0", &err) == 0, "%s", err);
+    double tiled = eval_bpb(run, corpus, "--stride 32", &err), half = eval_bpb(run, corpus, "", &err);
+    double losses[64];
+    int n = log_losses(run, losses, 64); /* the last line: the final valid evaluation, tiled */
+    CHECKF(fabs(tiled - losses[n - 1] / M_LN2) < 1e-4 * tiled, "eval %g, trainer %g", tiled, losses[n - 1] / M_LN2);
+    CHECKF(half < tiled, "stride ctx/2 %g, tiled %g: more context should predict better", half, tiled);
+    CHECK(eval_bpb(run, corpus, "--stride 33", &err) < 0);
+    CHECKF(strstr(err, "--stride 33") && strstr(err, "context 32"), "%s", err);
+}
+
 TEST(train_on_two_mpi_processes_matches_one_process_with_twice_the_batch) {
     CHECKF(system("command -v mpirun >/dev/null 2>&1") == 0,
            "mpirun not found: install openmpi-bin (scripts/setup.sh does)");

@@ -15,13 +15,16 @@
 #include "train/trainer.h"
 
 static const char *USAGE =
-    "usage: kiln eval -m MODEL --data CORPUS [--split valid|train] [--max-bytes SIZE] [--batch N]\n"
-    "                 [--cond-bytes SIZE] [--no-compressors] [--json] [--threads N]\n"
+    "usage: kiln eval -m MODEL --data CORPUS [--split valid|train] [--max-bytes SIZE] [--stride N]\n"
+    "                 [--batch N] [--cond-bytes SIZE] [--no-compressors] [--json] [--threads N]\n"
     "  Bits per byte of MODEL (a checkpoint of kiln train) on a split of CORPUS, beside xz -9e, zstd -19\n"
     "  and conditional xz: size(xz(train + split)) - size(xz(train)), the fair anchor for a model that\n"
     "  has seen train (xz's 64 MiB window holds only so much train: the tail of it is used).\n"
     "  --split S        valid (default) or train\n"
     "  --max-bytes SIZE evaluate about SIZE bytes: whole files spread evenly over the split (default: all)\n"
+    "  --stride N       windows of the model's context start N bytes apart and score their last N\n"
+    "                   bytes, so each byte is predicted once with at least ctx - N bytes before it\n"
+    "                   (default ctx/2, as llama.cpp's perplexity; ctx: tiled, the cheapest)\n"
     "  --batch N        windows per forward pass (default 8)\n"
     "  --cond-bytes SIZE train bytes before the split for conditional xz (default: what fits the window)\n"
     "  --no-compressors only the model\n"
@@ -103,7 +106,7 @@ static int eval(int argc, char **argv) {
     blas_prefer_avx512(argv - 1); /* argv[-1]: the program, as main received it */
     const char *model_path = NULL, *data = NULL, *v;
     int split = CORPUS_VALID, json = 0, compress = 1;
-    long long batch = 8, threads = 0;
+    long long batch = 8, threads = 0, stride = 0;
     uint64_t max_bytes = 0, cond_bytes = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -118,6 +121,7 @@ static int eval(int argc, char **argv) {
             split = strcmp(v, "valid") ? CORPUS_TRAIN : CORPUS_VALID;
         } else if (!strcmp(a, "--max-bytes")) { if (cli_size(a, v, &max_bytes)) return 1; }
         else if (!strcmp(a, "--cond-bytes")) { if (cli_size(a, v, &cond_bytes)) return 1; }
+        else if (!strcmp(a, "--stride")) { if (cli_int(a, v, 1, 1 << 20, &stride)) return 1; }
         else if (!strcmp(a, "--batch")) { if (cli_int(a, v, 1, 4096, &batch)) return 1; }
         else if (!strcmp(a, "--threads")) { if (cli_int(a, v, 1, 1024, &threads)) return 1; }
         else return cli_error("eval: unknown flag '%s' (see kiln eval --help)", a);
@@ -135,6 +139,11 @@ static int eval(int argc, char **argv) {
         cli_error("eval: %s", kiln_errmsg());
         goto done;
     }
+    if (stride > cfg.ctx_len) {
+        cli_error("eval: --stride %lld is larger than the model's context %d", stride, cfg.ctx_len);
+        goto done;
+    }
+    if (!stride) stride = cfg.ctx_len > 1 ? cfg.ctx_len / 2 : 1;
     if (cfg.n_vocab != 256) {
         cli_error("eval: %s: a byte-level model has 256 tokens, this one %d", model_path, cfg.n_vocab);
         goto done;
@@ -151,7 +160,7 @@ static int eval(int argc, char **argv) {
     }
     train_batch *tb = train_batch_new(&m, (int)batch, cfg.ctx_len, 0);
     train_eval_result r;
-    train_evaluate(&m, tb, &l, &r, json ? KILN_PROGRESS_OFF : KILN_PROGRESS_AUTO);
+    train_evaluate(&m, tb, &l, (int)stride, &r, json ? KILN_PROGRESS_OFF : KILN_PROGRESS_AUTO);
     train_batch_free(tb);
     uint64_t n = src->stream_size[split]; /* the model scores all but the first of these bytes */
     compressors z = {-1, -1, -1, 0};

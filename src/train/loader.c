@@ -67,16 +67,21 @@ void train_loader_row(const train_loader *l, uint64_t step, uint64_t row, int32_
     channels(l, p + 1, l->T, ch);
 }
 
-uint64_t train_loader_n_windows(const train_loader *l) { return (l->size - 1 + l->T - 1) / l->T; }
+uint64_t train_loader_n_windows(const train_loader *l, int stride) {
+    uint64_t targets = l->size - 1; /* every byte but the first */
+    return targets <= (uint64_t)l->T ? 1 : 1 + (targets - l->T + stride - 1) / stride;
+}
 
-int train_loader_window(const train_loader *l, uint64_t w, int32_t *in, int32_t *tg, uint16_t *ch) {
-    uint64_t p = w * l->T;
+int train_loader_window(const train_loader *l, uint64_t w, int stride, int32_t *in, int32_t *tg, uint16_t *ch) {
+    uint64_t p = w * stride;
     int n = l->size - 1 - p < (uint64_t)l->T ? (int)(l->size - 1 - p) : l->T;
+    int first = w == 0 ? 0 : l->T - stride; /* the targets before it were scored by earlier windows */
     for (int t = 0; t < l->T; t++) {
         in[t] = t < n ? l->bytes[p + t] : 0;
         tg[t] = t < n ? l->bytes[p + t + 1] : 0;
     }
-    channels(l, p + 1, n, ch);
-    for (int t = n; t < l->T; t++) ch[t] = UINT16_MAX;
-    return n;
+    for (int t = 0; t < first; t++) ch[t] = UINT16_MAX;
+    if (n > first) channels(l, p + 1 + first, n - first, ch + first);
+    for (int t = n > first ? n : first; t < l->T; t++) ch[t] = UINT16_MAX;
+    return n > first ? n - first : 0;
 }

@@ -6,8 +6,11 @@
  * count, process count or history, so resuming needs only the step number. A window may run past the
  * end of its file into the next one, through the NUL that separates them.
  *
- * An evaluation window w covers stream bytes [w T, w T + T + 1): the windows tile the stream so every
- * byte after the first is predicted exactly once.
+ * An evaluation window w covers stream bytes [w S, w S + T + 1) for a stride S in 1..T, and scores
+ * only its last S targets (window 0 all T): every byte after the first is predicted exactly once, and
+ * each but the first T with at least T - S bytes of context. S = T tiles the stream (context 0..T-1,
+ * one forward pass per T bytes); S = T/2, as llama.cpp's perplexity, costs twice that and gives every
+ * scored byte at least T/2 bytes of context.
  *
  * Each target byte carries the channel of the file it belongs to (a separator belongs to the file
  * before it), so per-channel losses are sums over that channel's own bytes. */
@@ -35,9 +38,10 @@ void train_loader_free(train_loader *l);
 /* Row ROW of step STEP: T inputs, the T bytes after them as targets, and the targets' channels. */
 void train_loader_row(const train_loader *l, uint64_t step, uint64_t row, int32_t *in, int32_t *tg, uint16_t *ch);
 
-/* Number of evaluation windows ((size - 1) / T; the last may be partial) and window W, padded with
- * channel UINT16_MAX past the end (such targets count nowhere). Returns the number of real targets. */
-uint64_t train_loader_n_windows(const train_loader *l);
-int train_loader_window(const train_loader *l, uint64_t w, int32_t *in, int32_t *tg, uint16_t *ch);
+/* Number of evaluation windows of stride STRIDE (the last may be partial) and window W, whose targets
+ * that are not scored (already scored by an earlier window, or past the end) carry channel UINT16_MAX
+ * and count nowhere. Returns the number of scored targets. */
+uint64_t train_loader_n_windows(const train_loader *l, int stride);
+int train_loader_window(const train_loader *l, uint64_t w, int stride, int32_t *in, int32_t *tg, uint16_t *ch);
 
 #endif

@@ -29,21 +29,22 @@ static void on_signal(int sig) {
 
 /* ---- evaluation ---- */
 
-void train_evaluate(train_model *m, train_batch *tb, const train_loader *l, train_eval_result *r, int progress) {
+void train_evaluate(train_model *m, train_batch *tb, const train_loader *l, int stride, train_eval_result *r,
+                    int progress) {
     int n_ch = l->corpus->n_channels, B = tb->B, T = tb->T, rank = comm_rank(), world = comm_size();
     memset(r, 0, sizeof *r);
     r->n_channels = n_ch;
     r->sum = kiln_xcalloc(n_ch + 1, sizeof(double));
     r->count = kiln_xcalloc(n_ch + 1, sizeof(double));
-    uint64_t n_win = train_loader_n_windows(l);
+    uint64_t n_win = train_loader_n_windows(l, stride);
     int32_t *in = kiln_xmalloc(sizeof(int32_t) * B * T), *tg = kiln_xmalloc(sizeof(int32_t) * B * T);
     uint16_t *ch = kiln_xmalloc(sizeof(uint16_t) * B * T);
     kiln_progress bar;
-    kiln_progress_begin(&bar, "eval", n_win * T, "B", rank == 0 ? progress : KILN_PROGRESS_OFF);
+    kiln_progress_begin(&bar, "eval", l->size - 1, "B", rank == 0 ? progress : KILN_PROGRESS_OFF);
     /* process p takes batches p, p + world, ...: B consecutive windows each */
     for (uint64_t w0 = (uint64_t)rank * B; w0 < n_win; w0 += (uint64_t)world * B) {
         for (int b = 0; b < B; b++) {
-            if (w0 + b < n_win) train_loader_window(l, w0 + b, in + b * T, tg + b * T, ch + b * T);
+            if (w0 + b < n_win) train_loader_window(l, w0 + b, stride, in + b * T, tg + b * T, ch + b * T);
             else {
                 memset(in + b * T, 0, sizeof(int32_t) * T);
                 memset(tg + b * T, 0, sizeof(int32_t) * T);
@@ -53,7 +54,7 @@ void train_evaluate(train_model *m, train_batch *tb, const train_loader *l, trai
         train_batch_run(m, tb, in, tg, 0);
         for (int i = 0; i < B * T; i++)
             if (ch[i] != UINT16_MAX) r->sum[ch[i]] += tb->losses[i], r->count[ch[i]] += 1;
-        kiln_progress_update(&bar, (w0 + B) * T);
+        kiln_progress_update(&bar, (w0 + B) * stride);
     }
     kiln_progress_end(&bar);
     comm_sum_f64(r->sum, n_ch);
@@ -174,7 +175,7 @@ static int64_t steps_for_budget(run *r, double seconds, int64_t eval_every) {
     train_batch_zero_grad(&r->m, r->tb);
     memset(r->ch_sum, 0, sizeof(double) * (r->corpus->n_channels + 1));
     memset(r->ch_count, 0, sizeof(double) * (r->corpus->n_channels + 1));
-    uint64_t windows = train_loader_n_windows(&r->valid);
+    uint64_t windows = train_loader_n_windows(&r->valid, r->h.ctx);
     double t_step = t_micro * r->h.accum * 1.02, t_eval = ceil((double)windows / r->h.batch / r->world) * t_micro * 0.4;
     double steps = (seconds - t_eval) / (t_step + t_eval / eval_every);
     double agreed[1] = {r->rank == 0 ? steps : 0}; /* everyone takes process 0's figure */
@@ -184,7 +185,7 @@ static int64_t steps_for_budget(run *r, double seconds, int64_t eval_every) {
 
 static float evaluate_and_log(run *r, int64_t step, int quiet) {
     train_eval_result e;
-    train_evaluate(&r->m, r->tb, &r->valid, &e, KILN_PROGRESS_OFF);
+    train_evaluate(&r->m, r->tb, &r->valid, r->h.ctx, &e, KILN_PROGRESS_OFF); /* tiled: the cheapest */
     float loss = (float)(e.total_sum / e.total_count);
     json_t *j = json_pack("{s:I, s:s, s:f, s:f, s:f}", "step", (json_int_t)step, "split", "valid", "loss", (double)loss, "bpb",
                           loss / M_LN2, "bytes", e.total_count);

@@ -43,10 +43,11 @@ typedef struct {
     double *count, total_count;
 } train_eval_result;
 
-/* Evaluates M on every window of L's stream (see corpus_sample for a part of a split), TB's B windows
- * per forward pass, spread over the processes of the run. R's arrays are allocated; free with
- * train_eval_free. */
-void train_evaluate(train_model *m, train_batch *tb, const train_loader *l, train_eval_result *r, int progress);
+/* Evaluates M on every window of stride STRIDE of L's stream (see loader.h; corpus_sample for a part of
+ * a split), TB's B windows per forward pass, spread over the processes of the run. R's arrays are
+ * allocated; free with train_eval_free. */
+void train_evaluate(train_model *m, train_batch *tb, const train_loader *l, int stride, train_eval_result *r,
+                    int progress);
 void train_eval_free(train_eval_result *r);
 
 #endif
