@@ -168,16 +168,17 @@ static int eval(int argc, char **argv) {
     double bpb = r.total_sum / r.total_count / M_LN2;
     const char *split_name = split == CORPUS_VALID ? "valid" : "train";
     if (json) {
-        printf("{\"model\":\"%s\",\"split\":\"%s\",\"bytes\":%llu,\"bpb\":%.6f,\"xz\":%.6f,\"zstd\":%.6f,\"cond_xz\":%.6f,"
+        printf("{\"model\":\"%s\",\"split\":\"%s\",\"bytes\":%llu,\"stride\":%lld,\"bpb\":%.6f,\"xz\":%.6f,\"zstd\":%.6f,\"cond_xz\":%.6f,"
                "\"cond_train_bytes\":%llu}\n",
-               model_path, split_name, (unsigned long long)n, bpb, z.xz, z.zstd, z.cond_xz,
+               model_path, split_name, (unsigned long long)n, stride, bpb, z.xz, z.zstd, z.cond_xz,
                (unsigned long long)z.cond_train);
     } else {
         char size[32], tsize[32], note[96] = "";
         kiln_progress_format(size, sizeof size, (double)n, "B");
         kiln_progress_format(tsize, sizeof tsize, (double)z.cond_train, "B");
-        printf("bits per byte on %s of %s (%s in %llu files%s), model %s:\n", split_name, data, size,
-               (unsigned long long)src->split_n_files[split], sample ? " spread over the split" : "", model_path);
+        printf("bits per byte on %s of %s (%s in %llu files%s), model %s (windows of %d bytes, stride %lld):\n",
+               split_name, data, size, (unsigned long long)src->split_n_files[split],
+               sample ? " spread over the split" : "", model_path, cfg.ctx_len, stride);
         print_figure("model", bpb, "");
         if (compress) {
             print_figure("xz -9e", z.xz, "");
