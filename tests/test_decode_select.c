@@ -202,3 +202,157 @@ TEST(sampled_histogram_counts_heavy_tokens_once_and_sampled_blocks_for_all) {
     }
     free(x), free(w);
 }
+
+TEST(count_ge_counts_or_gives_up_past_the_cap) {
+    kiln_rng r;
+    kiln_rng_seed(&r, 29);
+    float *v = malloc(sizeof(float) * 30001);
+    for (int s = 0; s < N_SIZES; s++) {
+        int n = sizes[s], want = 0;
+        for (int i = 0; i < n; i++) v[i] = i % 9 == 4 ? -INFINITY : kiln_rng_f32(&r);
+        for (int i = 0; i < n; i++) want += v[i] >= 0.3f;
+        const int caps[] = {0, want - 1, want, n};
+        for (int c = 0; c < 4; c++)
+            CHECKF(decode_count_ge(v, n, 0.3f, caps[c]) == (want <= caps[c] ? want : -1), "n %d cap %d: %d, %d",
+                   n, caps[c], decode_count_ge(v, n, 0.3f, caps[c]), want);
+    }
+    free(v);
+}
+
+/* Logits with removed tokens, ties and a NaN; weights their exponentials. */
+static void make_band_logits(float *x, float *w, int n, kiln_rng *r) {
+    for (int i = 0; i < n; i++) {
+        float u = kiln_rng_f32(r);
+        x[i] = i % 7 == 2 ? -INFINITY : i % 5 == 1 ? (float)(int)(u * 8) - 6 : u * 20 - 16;
+        w[i] = isinf(x[i]) ? 0 : expf(x[i]);
+    }
+    if (n > 40) x[37] = NAN;
+}
+
+TEST(band_and_removal_match_plain_loops_and_both_versions_agree_to_the_bit) {
+    kiln_rng r;
+    kiln_rng_seed(&r, 31);
+    int nmax = 30001;
+    float *x = malloc(sizeof(float) * nmax), *w = malloc(sizeof(float) * nmax);
+    float *x2 = malloc(sizeof(float) * nmax), *w2 = malloc(sizeof(float) * nmax);
+    int32_t *out = malloc(sizeof(int32_t) * nmax), *out2 = malloc(sizeof(int32_t) * nmax);
+    uint16_t *beyond = malloc(sizeof(uint16_t) * (nmax / 16 + 1));
+    uint16_t *beyond2 = malloc(sizeof(uint16_t) * (nmax / 16 + 1));
+    const float bands[][2] = {{1.0f, 1.5f}, {0.0f, 0.25f}, {2.0f, INFINITY}, {-1.0f, -1.0f}, {3.0f, 3.0f}};
+    for (int s = 0; s < N_SIZES; s++)
+        for (int b = 0; b < 5; b++)
+            for (int all = 0; all < 2; all++) {
+                int n = sizes[s];
+                float center = -4.0f, near = bands[b][0], far = bands[b][1];
+                make_band_logits(x, w, n, &r);
+                double mass;
+                int count, k = decode_band(x, w, n, center, near, far, all, out, &mass, &count, beyond), want = 0;
+                double want_mass = 0;
+                int want_count = 0;
+                for (int i = 0; i < n; i++) {
+                    float d = fabsf(center - x[i]);
+                    if (d < near) want_mass += w[i], want_count++;
+                    if ((all || d >= near) && d <= far && x[i] > -INFINITY) {
+                        CHECKF(want < k && out[want] == i, "n %d band %d all %d: token %d missing", n, b, all, i);
+                        want++;
+                    }
+                    CHECKF(!(beyond[i / 16] >> i % 16 & 1) == !(d > far), "n %d band %d: token %d marked wrongly", n, b,
+                           i);
+                }
+                CHECK_EQ_INT(k, want);
+                CHECK_EQ_INT(count, want_count);
+                CHECKF(fabs(mass - want_mass) <= 1e-6 * want_mass, "n %d band %d: mass %.9g, expected %.9g", n, b, mass,
+                       want_mass);
+                memcpy(x2, x, sizeof(float) * n), memcpy(w2, w, sizeof(float) * n);
+                decode_remove_marked(x2, w2, n, beyond);
+                for (int i = 0; i < n; i++) {
+                    int out_ = fabsf(center - x[i]) > far;
+                    CHECKF(out_ ? x2[i] == -INFINITY && w2[i] == 0 : memcmp(&x2[i], &x[i], 4) == 0 && w2[i] == w[i],
+                           "n %d band %d: token %d %s", n, b, i, out_ ? "kept" : "removed");
+                }
+                if (!decode_use_avx512()) continue;
+                double mass2;
+                int count2, k2 = decode_band_generic(x, w, n, center, near, far, all, out2, &mass2, &count2, beyond2);
+                k = decode_band_avx512(x, w, n, center, near, far, all, out, &mass, &count, beyond);
+                CHECK(k == k2 && count == count2 && mass == mass2);
+                CHECK(memcmp(out, out2, sizeof(int32_t) * k) == 0);
+                CHECK(memcmp(beyond, beyond2, sizeof(uint16_t) * ((n + 15) / 16)) == 0);
+                memcpy(x2, x, sizeof(float) * n), memcpy(w2, w, sizeof(float) * n);
+                decode_remove_marked_generic(x2, w2, n, beyond);
+                decode_remove_marked_avx512(x, w, n, beyond);
+                CHECK(memcmp(x, x2, sizeof(float) * n) == 0 && memcmp(w, w2, sizeof(float) * n) == 0);
+            }
+    free(x), free(w), free(x2), free(w2), free(out), free(out2), free(beyond), free(beyond2);
+}
+
+TEST(avx512_exponentials_and_sampled_histogram_agree_with_the_portable_code_to_the_bit) {
+    if (!decode_use_avx512()) return; /* only the portable code runs here */
+    kiln_rng r;
+    kiln_rng_seed(&r, 37);
+    float *x = malloc(sizeof(float) * 30001), *e = malloc(sizeof(float) * 30001), *e2 = malloc(sizeof(float) * 30001);
+    static float mass[DECODE_BUCKETS], mass2[DECODE_BUCKETS];
+    static int32_t count[DECODE_BUCKETS], count2[DECODE_BUCKETS];
+    for (int s = 0; s < N_SIZES; s++) {
+        int n = sizes[s];
+        for (int i = 0; i < n; i++) x[i] = i % 5 == 1 ? -INFINITY : kiln_rng_f32(&r) * 200 - 190; /* under -87 too */
+        if (n > 40) x[11] = NAN, x[12] = INFINITY;
+        double dot, dot2, sum = decode_exp_dot_avx512(e, x, 0.5f, n, &dot);
+        double sum2 = decode_exp_dot_generic(e2, x, 0.5f, n, &dot2);
+#ifdef __FMA__ /* the portable code fuses its multiply-adds as the AVX-512 code does */
+        CHECKF(memcmp(e, e2, sizeof(float) * n) == 0, "n %d", n); /* sums and dots NaN with the NaN: bits too */
+        CHECKF(memcmp(&sum, &sum2, sizeof sum) == 0 && memcmp(&dot, &dot2, sizeof dot) == 0, "n %d", n);
+        sum = decode_exp_avx512(e, x, 0.5f, n), sum2 = decode_exp_generic(e2, x, 0.5f, n);
+        CHECK(memcmp(e, e2, sizeof(float) * n) == 0 && memcmp(&sum, &sum2, sizeof sum) == 0);
+#else
+        CHECKF(isnan(sum2) || fabs(sum - sum2) <= 1e-6 * sum2, "n %d", n);
+#endif
+        for (int i = 0; i < n; i++) x[i] = isnan(x[i]) ? x[i] : x[i] / 20, e[i] = isinf(x[i]) ? 0 : expf(x[i]);
+        const float heavies[] = {0.0f, expf(-3.0f), INFINITY};
+        for (int h = 0; h < 3; h++)
+            for (int sample = 1; sample <= 16; sample *= 4) {
+                memset(mass, 0, sizeof mass), memset(count, 0, sizeof count);
+                memset(mass2, 0, sizeof mass2), memset(count2, 0, sizeof count2);
+                decode_hist_sample_avx512(mass, count, x, e, 0.5f, n, sample, heavies[h]);
+                decode_hist_sample_generic(mass2, count2, x, e, 0.5f, n, sample, heavies[h]);
+                CHECKF(memcmp(mass, mass2, sizeof mass) == 0 && memcmp(count, count2, sizeof count) == 0,
+                       "n %d heavy %g sample %d", n, heavies[h], sample);
+            }
+    }
+    free(x), free(e), free(e2);
+}
+
+TEST(histogram_bounds_bracket_the_crossing_of_a_cut_by_distance) {
+    kiln_rng r;
+    kiln_rng_seed(&r, 41);
+    int n = 30001;
+    float *x = malloc(sizeof(float) * n), *w = malloc(sizeof(float) * n);
+    static decode_hist h;
+    for (int shape = 0; shape < 3; shape++) {
+        for (int i = 0; i < n; i++) {
+            float u = kiln_rng_f32(&r);
+            x[i] = shape == 0 ? -1.2f * logf(1 + u * n) : shape == 1 ? u * 0.5f : (float)(int)(u * 30) / 8;
+        }
+        float max = -INFINITY;
+        for (int i = 0; i < n; i++) max = fmaxf(max, x[i]);
+        double total = decode_exp(w, x, max, n), dot = 0;
+        for (int i = 0; i < n; i++) dot += w[i] * (double)(x[i] - max);
+        float center = (float)(max + dot / total);
+        decode_hist_build(&h, x, w, max, n, 1);
+        for (int t = 1; t <= 9; t += 4) {
+            double target = total * t / 10;
+            decode_band_bounds b = decode_hist_bounds(&h, max, center, target, 0, 1);
+            double inside = 0, within = 0;
+            int up_to_far = 0;
+            for (int i = 0; i < n; i++) {
+                float d = fabsf(center - x[i]);
+                inside += d < b.near ? w[i] : 0;
+                within += d <= b.far ? w[i] : 0;
+                up_to_far += d <= b.far;
+            }
+            CHECKF(inside < target && within >= target, "shape %d target %d/10: %g below, %g within, of %g", shape, t,
+                   inside, within, target);
+            CHECKF(up_to_far <= b.est, "shape %d: %d tokens up to far, estimate %g", shape, up_to_far, b.est);
+        }
+    }
+    free(x), free(w);
+}

@@ -1,10 +1,14 @@
 /* Vocabulary-wide loops of the decoding layer: exp, sums, logit histograms, top-m by heap, and mass
  * selection by bucketing and quickselect. */
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "decode/select.h"
+#include "kernels/kernels.h"
+
+int decode_use_avx512(void) { return strcmp(kiln_isa(), "avx512") == 0; }
 
 /* exp over 16 lanes with GCC vector extensions (AVX-512, or pairs/quads of narrower registers): range
  * reduction x = n ln2 + r, |r| <= ln2/2, a degree-6 polynomial for e^r (Cephes' expf coefficients,
@@ -16,6 +20,12 @@ enum { LANES = DECODE_LANES };
 
 static inline vfloat select_lanes(vint mask, vfloat a, vfloat b) {
     return (vfloat)(((vint)a & mask) | ((vint)b & ~mask));
+}
+
+/* The lanes of a comparison's mask as the bits of an integer, lane j bit j. */
+static inline unsigned lane_bits(vint m) {
+    const vint bit = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768};
+    return (unsigned)decode_any_lane(m & bit);
 }
 
 /* The exponentials fuse their multiply-adds (the build is ISO C, where GCC keeps them apart): a third
@@ -76,10 +86,19 @@ static inline double exp_pass(float *out, const float *x, float shift, int n, do
     return total;
 }
 
-double decode_exp(float *out, const float *x, float shift, int n) { return exp_pass(out, x, shift, n, NULL); }
+double decode_exp_generic(float *out, const float *x, float shift, int n) { return exp_pass(out, x, shift, n, NULL); }
+
+double decode_exp_dot_generic(float *out, const float *x, float shift, int n, double *dot) {
+    return exp_pass(out, x, shift, n, dot);
+}
+
+double decode_exp(float *out, const float *x, float shift, int n) {
+    return decode_use_avx512() ? decode_exp_avx512(out, x, shift, n) : decode_exp_generic(out, x, shift, n);
+}
 
 double decode_exp_dot(float *out, const float *x, float shift, int n, double *dot) {
-    return exp_pass(out, x, shift, n, dot);
+    return decode_use_avx512() ? decode_exp_dot_avx512(out, x, shift, n, dot)
+                               : decode_exp_dot_generic(out, x, shift, n, dot);
 }
 
 double decode_exp_ids(float *out, const float *x, const int32_t *ids, int n, float shift) {
@@ -152,29 +171,181 @@ void decode_hist_build(decode_hist *h, const float *x, const float *w, float top
     }
 }
 
-void decode_hist_sample(decode_hist *h, const float *x, const float *w, float top, int n, int sample, float heavy) {
-    float mass[DECODE_BUCKETS] = {0};
-    int32_t count[DECODE_BUCKETS] = {0};
+/* The sampled histogram's work on one block of LEN tokens at X, W: a sampled block counts its tokens
+ * SAMPLE times (LEN < LANES, the last block, once), a block not sampled only its heavy tokens, once. */
+static inline void hist_sample_block(float *mass, int32_t *count, const float *x, const float *w, float top, int len,
+                                     int sampled, int sample, float heavy) {
     int b[LANES];
-    for (int i = 0, block = 0; i < n; i += LANES, block++) {
-        int len = n - i < LANES ? n - i : LANES, sampled = block % sample == 0 || len < LANES, any = 0;
+    hist_buckets(x, top, len, b);
+    if (!sampled) {
+        for (int j = 0; j < LANES; j++)
+            if (w[j] >= heavy) mass[b[j]] += w[j], count[b[j]]++;
+        return;
+    }
+    for (int j = 0; j < len; j++) { /* a heavy token stands for itself, a sampled one for SAMPLE */
+        int times = w[j] >= heavy || len < LANES ? 1 : sample;
+        mass[b[j]] += times * w[j];
+        count[b[j]] += times;
+    }
+}
+
+void decode_hist_sample_generic(float *mass, int32_t *count, const float *x, const float *w, float top, int n,
+                                int sample, float heavy) {
+    for (int i = 0, since = 0; i < n; i += LANES, since = since + 1 == sample ? 0 : since + 1) {
+        int len = n - i < LANES ? n - i : LANES, sampled = since == 0 || len < LANES, any = 0;
+        if (!sampled && heavy == INFINITY) continue;
         if (!sampled) { /* a whole block: a constant trip count keeps the test one vector compare */
             for (int j = 0; j < LANES; j++) any |= w[i + j] >= heavy;
             if (!any) continue;
         }
-        hist_buckets(x + i, top, len, b);
-        if (!sampled) { /* the few heavy tokens of the block */
-            for (int j = 0; j < LANES; j++)
-                if (w[i + j] >= heavy) mass[b[j]] += w[i + j], count[b[j]]++;
-            continue;
+        hist_sample_block(mass, count, x + i, w + i, top, len, sampled, sample, heavy);
+    }
+}
+
+void decode_hist_sample(decode_hist *h, const float *x, const float *w, float top, int n, int sample, float heavy) {
+    float mass[DECODE_BUCKETS] = {0};
+    int32_t count[DECODE_BUCKETS] = {0};
+    if (decode_use_avx512()) decode_hist_sample_avx512(mass, count, x, w, top, n, sample, heavy);
+    else decode_hist_sample_generic(mass, count, x, w, top, n, sample, heavy);
+    for (int j = 0; j < DECODE_BUCKETS; j++) h->mass[j] = mass[j], h->count[j] = count[j];
+}
+
+/* How far from CENTER the logits of each bucket lie, at least (LO) and at most (HI), widened by MARGIN.
+ * Plain arithmetic on arrays, so that the loop is vectorised. */
+static void bucket_reach(float top, double center, double margin, double *lo, double *hi) {
+    enum { LAST = DECODE_BUCKETS - 1 };
+#pragma omp simd
+    for (int j = 0; j < LAST; j++) {
+        double xh = top - j / (double)DECODE_BUCKETS_PER_NAT, xl = top - (j + 1) / (double)DECODE_BUCKETS_PER_NAT;
+        double near = xl > center ? xl - center : xh < center ? center - xh : 0, up = xh - center, down = center - xl;
+        lo[j] = near - margin > 0 ? near - margin : 0;
+        hi[j] = (up > down ? up : down) + margin; /* fmax: neither is NaN */
+    }
+    double xh = top - LAST / (double)DECODE_BUCKETS_PER_NAT; /* the last bucket reaches down to -inf */
+    double near = xh < center ? center - xh : 0;
+    lo[LAST] = near - margin > 0 ? near - margin : 0;
+    hi[LAST] = INFINITY;
+}
+
+/* Walking the buckets by DIST (their reach, growing away from the bucket JC holding the center on both
+ * sides), the distance at which the walked ones weigh TARGET (or, with BY_COUNT, hold TARGET tokens);
+ * INFINITY when all of them do not. */
+static double reach_at(const decode_hist *h, const double *dist, int jc, double target, int by_count) {
+    int l = jc, r = jc + 1;
+    double acc = 0;
+    while (l >= 0 || r < DECODE_BUCKETS) {
+        int j = r >= DECODE_BUCKETS || (l >= 0 && dist[l] <= dist[r]) ? l-- : r++;
+        acc += by_count ? h->count[j] : h->mass[j];
+        if (acc >= target) return dist[j];
+    }
+    return INFINITY;
+}
+
+/* The smallest float >= D (UP) or the largest <= D: "float < D" is "float < that" (and "> D", "> it"). */
+static float float_bound(double d, int up) {
+    float f = (float)d;
+    if (up && (double)f < d) f = nextafterf(f, INFINITY);
+    if (!up && (double)f > d) f = nextafterf(f, -INFINITY);
+    return f;
+}
+
+/* exp((j + 1) / 64) for each bucket j but the last, by repeated multiplication */
+static double inverse_weight[DECODE_BUCKETS - 1];
+static pthread_once_t inverse_weights_once = PTHREAD_ONCE_INIT;
+
+static void inverse_weights_init(void) {
+    double step = exp(1 / DECODE_BUCKETS_PER_NAT), inv = step;
+    for (int j = 0; j < DECODE_BUCKETS - 1; j++, inv *= step) inverse_weight[j] = inv;
+}
+
+decode_band_bounds decode_hist_bounds(const decode_hist *h, float top, float center, double target, double slack,
+                                      int keep_min) {
+    /* Bucket edges and each token's distance are rounded: bounds widened well past the rounding. */
+    double margin = 1.0 / 256 + 1e-6 * (fabs(top) + fabs(center)), lo[DECODE_BUCKETS], hi[DECODE_BUCKETS];
+    bucket_reach(top, center, margin, lo, hi);
+    double jc_at = floor(((double)top - center) * DECODE_BUCKETS_PER_NAT);
+    int jc = jc_at < DECODE_BUCKETS - 1 ? (int)jc_at : DECODE_BUCKETS - 1;
+    double near = reach_at(h, lo, jc, target - slack, 0), far = reach_at(h, hi, jc, target + slack, 0);
+    if (keep_min > 1) far = fmax(far, reach_at(h, hi, jc, keep_min, 1));
+    /* A weight in bucket j is at least exp(-(j + 1) / 64); the last bucket's have no such bound. The
+     * buckets within FAR are one run around the center's: the sum skips the others, adding nothing. */
+    pthread_once(&inverse_weights_once, inverse_weights_init);
+    double est = lo[DECODE_BUCKETS - 1] <= far ? INFINITY : 0;
+    for (int j = 0; j < DECODE_BUCKETS - 1; j++)
+        if (lo[j] <= far) est += h->mass[j] * inverse_weight[j];
+    return (decode_band_bounds){float_bound(near, 1), float_bound(far, 0), est};
+}
+
+int decode_band(const float *x, const float *w, int n, float center, float near, float far, int all, int32_t *out,
+                double *mass_near, int *count_near, uint16_t *beyond) {
+    return (decode_use_avx512() ? decode_band_avx512 : decode_band_generic)(x, w, n, center, near, far, all, out,
+                                                                             mass_near, count_near, beyond);
+}
+
+int decode_band_generic(const float *x, const float *w, int n, float center, float near, float far, int all,
+                        int32_t *out, double *mass_near, int *count_near, uint16_t *beyond) {
+    int k = 0, count = 0, i = 0, blocks = 0;
+    vdouble mass_lanes = {0};
+    vfloat acc = {0}, zero = {0};
+    vint cnt = {0};
+    for (; i + LANES <= n; i += LANES) {
+        vfloat v, e;
+        memcpy(&v, x + i, sizeof v);
+        memcpy(&e, w + i, sizeof e);
+        vfloat d = (vfloat)((vint)(center - v) & 0x7fffffff);
+        vint in = d < near, take = (d <= far) & (v > -INFINITY);
+        if (!all) take &= d >= near;
+        acc += (vfloat)((vint)e & in);
+        cnt -= in;
+        if (++blocks % 16 == 0) {
+            mass_lanes += decode_lanes_widen(acc);
+            acc = zero;
         }
-        for (int j = 0; j < len; j++) { /* a heavy token stands for itself, a sampled one for SAMPLE */
-            int times = w[i + j] >= heavy || len < LANES ? 1 : sample;
-            mass[b[j]] += times * w[i + j];
-            count[b[j]] += times;
+        if (beyond) beyond[i / LANES] = (uint16_t)lane_bits(d > far);
+        if (!decode_any_lane(take)) continue;
+        for (int j = 0; j < LANES; j++) { /* branch-free: written always, counted when taken */
+            out[k] = i + j;
+            k -= take[j];
         }
     }
-    for (int j = 0; j < DECODE_BUCKETS; j++) h->mass[j] = mass[j], h->count[j] = count[j];
+    double mass = decode_lanes_total(mass_lanes + decode_lanes_widen(acc));
+    for (int j = 0; j < LANES; j++) count += cnt[j];
+    if (beyond && i < n) beyond[i / LANES] = 0;
+    for (; i < n; i++) {
+        float d = fabsf(center - x[i]);
+        mass += d < near ? w[i] : 0.0f;
+        count += d < near;
+        out[k] = i;
+        k += (all || d >= near) & (d <= far) & (x[i] > -INFINITY);
+        if (beyond) beyond[i / LANES] |= (uint16_t)((d > far) << i % LANES);
+    }
+    *mass_near = mass;
+    *count_near = count;
+    return k;
+}
+
+void decode_remove_marked(float *x, float *w, int n, const uint16_t *beyond) {
+    if (decode_use_avx512()) decode_remove_marked_avx512(x, w, n, beyond);
+    else decode_remove_marked_generic(x, w, n, beyond);
+}
+
+void decode_remove_marked_generic(float *x, float *w, int n, const uint16_t *beyond) {
+    const vint bit = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768};
+    const vfloat ninf = (vfloat){0} - INFINITY, zero = {0};
+    int i = 0;
+    for (; i + LANES <= n; i += LANES) {
+        if (!beyond[i / LANES]) continue;
+        vint out = (beyond[i / LANES] & bit) != 0;
+        vfloat v, e;
+        memcpy(&v, x + i, sizeof v);
+        memcpy(&e, w + i, sizeof e);
+        v = select_lanes(out, ninf, v);
+        e = select_lanes(out, zero, e);
+        memcpy(x + i, &v, sizeof v);
+        memcpy(w + i, &e, sizeof e);
+    }
+    for (; i < n; i++)
+        if (beyond[i / LANES] >> i % LANES & 1) x[i] = -INFINITY, w[i] = 0;
 }
 
 /* a ranks before b: larger value, then lower id */
@@ -267,6 +438,23 @@ int decode_collect_ge(const float *value, const int32_t *ids, int n, float min, 
         k += value[i] >= min;
     }
     return k;
+}
+
+int decode_count_ge(const float *x, int n, float min, int cap) {
+    enum { STRETCH = 4096 }; /* checked against CAP this often */
+    int k = 0, i = 0;
+    while (i + LANES <= n) {
+        vint cnt = {0};
+        for (int end = n - i < STRETCH ? n - LANES : i + STRETCH - LANES; i <= end; i += LANES) {
+            vfloat v;
+            memcpy(&v, x + i, sizeof v);
+            cnt -= v >= min;
+        }
+        for (int j = 0; j < LANES; j++) k += cnt[j];
+        if (k > cap) return -1;
+    }
+    for (; i < n; i++) k += x[i] >= min;
+    return k <= cap ? k : -1;
 }
 
 static inline int item_before(const decode_item *a, const decode_item *b) {

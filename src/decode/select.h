@@ -74,8 +74,31 @@ typedef struct {
 void decode_hist_build(decode_hist *h, const float *x, const float *w, float top, int n, int counts);
 /* An estimate of it from every SAMPLE-th block of 16 tokens, each counted SAMPLE times, and every token
  * of weight >= HEAVY, counted once wherever it is: those few carry much of the weight, and sampling
- * them would make the estimate swing. */
+ * them would make the estimate swing. HEAVY = INFINITY: none is, and the blocks not sampled go unread. */
 void decode_hist_sample(decode_hist *h, const float *x, const float *w, float top, int n, int sample, float heavy);
+
+/* Bounds from a histogram H of the logits (buckets counted down from TOP) on the distance d from CENTER
+ * (d = |CENTER - x|) at which a cut by distance, nearest first, gathers TARGET of the weight: the tokens
+ * with d < NEAR weigh less than TARGET - SLACK, those with d <= FAR at least TARGET + SLACK and (KEEP_MIN
+ * > 1) number KEEP_MIN; EST bounds how many tokens have d <= FAR. Rounded outwards, widened past the
+ * rounding of bucket edges and distances: with an exact histogram (SLACK 0) the crossing lies between. */
+typedef struct {
+    float near, far;
+    double est;
+} decode_band_bounds;
+decode_band_bounds decode_hist_bounds(const decode_hist *h, float top, float center, double target, double slack,
+                                      int keep_min);
+
+/* One pass over N dense logits X (weights W) by their distance d = |CENTER - x|: the weight (*MASS_NEAR,
+ * in float lanes per 256 tokens as decode_exp sums) and count (*COUNT_NEAR) of the tokens with d < NEAR,
+ * and the ids of the finite ones with NEAR <= d <= FAR (ALL: of every finite one with d <= FAR), written
+ * to OUT in id order; returns how many. A block with no id to write costs only its vector part. With
+ * BEYOND (room for (N + 15) / 16), also which tokens lie farther than FAR: bit j of BEYOND[b] for token
+ * 16 b + j, so that decode_remove_marked can remove them without reading the logits again. */
+int decode_band(const float *x, const float *w, int n, float center, float near, float far, int all, int32_t *out,
+                double *mass_near, int *count_near, uint16_t *beyond);
+/* Removes the N dense tokens that BEYOND marks (as decode_band writes it): x = -INFINITY, w = 0. */
+void decode_remove_marked(float *x, float *w, int n, const uint16_t *beyond);
 
 /* The M best finite entries of VALUE (VALUE[IDS[i]] for i < N, or VALUE[0..N) when IDS is NULL), by the
  * order above, written to OUT in no particular order. Returns how many (< M when fewer are finite).
@@ -85,6 +108,9 @@ int decode_top(const float *value, const int32_t *ids, int n, int m, int32_t *ou
 /* The entries (as decode_top reads them) whose value is >= MIN, in index order, written to OUT;
  * returns how many. */
 int decode_collect_ge(const float *value, const int32_t *ids, int n, float min, int32_t *out);
+
+/* How many of the N values X are >= MIN, or -1 as soon as a stretch of them shows more than CAP. */
+int decode_count_ge(const float *x, int n, float min, int cap);
 
 /* Reorders IT so that IT[0..K) are the first K items in order (quickselect). */
 void decode_partition(decode_item *it, int n, int k);
@@ -97,5 +123,26 @@ int decode_select_mass(decode_item *it, int n, double target);
 
 /* The total weight of the N items. */
 double decode_items_mass(const decode_item *it, int n);
+
+/* Two versions of the passes above: the portable one (select.c, GCC vector extensions) and one for
+ * AVX-512 (select_avx512.c, compiled for it), which they call when kiln_isa() is avx512 (KILN_ISA caps
+ * it). Both give the same results to the bit (the exponentials where the portable code's multiply-adds
+ * are fused, as -march on an FMA machine makes them); tests hold them to it. */
+int decode_use_avx512(void);
+double decode_exp_generic(float *out, const float *x, float shift, int n);
+double decode_exp_avx512(float *out, const float *x, float shift, int n);
+double decode_exp_dot_generic(float *out, const float *x, float shift, int n, double *dot);
+double decode_exp_dot_avx512(float *out, const float *x, float shift, int n, double *dot);
+/* the histogram's float sums per bucket (MASS, COUNT zeroed by the caller) */
+void decode_hist_sample_generic(float *mass, int32_t *count, const float *x, const float *w, float top, int n,
+                                int sample, float heavy);
+void decode_hist_sample_avx512(float *mass, int32_t *count, const float *x, const float *w, float top, int n,
+                               int sample, float heavy);
+int decode_band_generic(const float *x, const float *w, int n, float center, float near, float far, int all,
+                        int32_t *out, double *mass_near, int *count_near, uint16_t *beyond);
+int decode_band_avx512(const float *x, const float *w, int n, float center, float near, float far, int all,
+                       int32_t *out, double *mass_near, int *count_near, uint16_t *beyond);
+void decode_remove_marked_generic(float *x, float *w, int n, const uint16_t *beyond);
+void decode_remove_marked_avx512(float *x, float *w, int n, const uint16_t *beyond);
 
 #endif
