@@ -48,7 +48,7 @@ enum { MM_N = 5, MM_OC = 7, MM_IC = 6 };
 static float *mm_x, *mm_w, *mm_b, *mm_r;
 static double mm_loss(void) {
     float out[MM_N * MM_OC];
-    op_matmul_forward(out, mm_x, mm_w, mm_b, MM_N, MM_OC, MM_IC);
+    op_matmul_forward(out, mm_x, mm_w, mm_b, NULL, MM_N, MM_OC, MM_IC);
     return project(out, mm_r, MM_N * MM_OC);
 }
 
@@ -71,6 +71,17 @@ TEST(train_matmul_backward_accumulates_weight_grads_and_optionally_dinp) {
     CHECK_CLOSE(db, ((float[]){3, 3}), 2, 0, 0, "db accumulated");
 }
 
+
+TEST(train_matmul_forward_adds_bias_and_residual) {
+    float x[6] = {1, 2, 3, 4, 5, 6}, w[6] = {1, 0, 0, 0, 1, 0}, b[2] = {10, 20}, res[4] = {100, 200, 300, 400};
+    float out[4];
+    op_matmul_forward(out, x, w, b, res, 2, 2, 3);
+    CHECK_CLOSE(out, ((float[]){111, 222, 314, 425}), 4, 0, 0, "bias and residual");
+    op_matmul_forward(out, x, w, NULL, res, 2, 2, 3);
+    CHECK_CLOSE(out, ((float[]){101, 202, 304, 405}), 4, 0, 0, "residual only");
+    op_matmul_forward(out, x, w, NULL, NULL, 2, 2, 3);
+    CHECK_CLOSE(out, ((float[]){1, 2, 4, 5}), 4, 0, 0, "product only");
+}
 /* ---- norms ---- */
 enum { NM_N = 4, NM_C = 24 };
 static float *nm_x, *nm_w, *nm_b, *nm_r;
@@ -118,7 +129,7 @@ enum { ACT_N = 3, ACT_F = 19 };
 static float *act_x, *act_r;
 static double gelu_loss(void) {
     float out[ACT_N * ACT_F];
-    op_gelu_forward(out, act_x, ACT_N * ACT_F);
+    op_gelu_forward(out, NULL, act_x, ACT_N * ACT_F);
     return project(out, act_r, ACT_N * ACT_F);
 }
 static double swiglu_loss(void) {
@@ -129,13 +140,15 @@ static double swiglu_loss(void) {
 
 TEST(train_gelu_backward_matches_finite_differences_and_forward_matches_kernel) {
     act_x = randn(ACT_N * ACT_F, 12, 4), act_r = randn(ACT_N * ACT_F, 13, 1);
-    float dx[ACT_N * ACT_F], out[ACT_N * ACT_F], want[ACT_N * ACT_F];
-    op_gelu_backward(dx, act_x, act_r, ACT_N * ACT_F);
+    float dx[ACT_N * ACT_F], out[ACT_N * ACT_F], want[ACT_N * ACT_F], dgelu[ACT_N * ACT_F], out2[ACT_N * ACT_F];
+    op_gelu_forward(out, dgelu, act_x, ACT_N * ACT_F);
+    op_gelu_backward(dx, dgelu, act_r, ACT_N * ACT_F);
     check_grad(gelu_loss, act_x, dx, ACT_N * ACT_F, 1, 1e-2f, "dx");
-    op_gelu_forward(out, act_x, ACT_N * ACT_F);
     memcpy(want, act_x, sizeof want);
     kiln_gelu_ref(want, ACT_N * ACT_F);
     CHECK_CLOSE(out, want, ACT_N * ACT_F, 1e-5f, 1e-6f, "gelu");
+    op_gelu_forward(out2, NULL, act_x, ACT_N * ACT_F);
+    CHECK_CLOSE(out2, out, ACT_N * ACT_F, 0, 0, "gelu without its derivative");
 }
 
 TEST(train_swiglu_backward_matches_finite_differences_and_forward_matches_kernel) {

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "base/error.h"
+#include "train/ops.h"
 
 train_batch *train_batch_new(const train_model *m, int B, int T, int threads) {
     train_batch *b = kiln_xcalloc(1, sizeof *b);
@@ -47,7 +48,7 @@ void train_batch_free(train_batch *b) {
 
 void train_batch_zero_grad(train_model *m, train_batch *b) {
     train_model_zero_grad(m);
-    for (int g = 1; g < b->n_groups; g++) memset(b->grads[g], 0, sizeof(float) * m->n_params);
+    for (int g = 1; g < b->n_groups; g++) op_zero(b->grads[g], m->n_params);
 }
 
 /* Group G's share: its sequences through the model, single-threaded or on its group of threads. */
@@ -78,10 +79,17 @@ void train_batch_run(train_model *m, train_batch *b, const int32_t *inputs, cons
 
 void train_batch_reduce(train_model *m, train_batch *b) {
     if (b->n_groups == 1) return;
+    /* in blocks, each summed over the groups in order: the same sums as element by element, but the
+     * inner loop is one array into another, which vectorises */
+    enum { BLOCK = 4096 };
 #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < m->n_params; i++) {
-        float s = m->grads[i];
-        for (int g = 1; g < b->n_groups; g++) s += b->grads[g][i];
-        m->grads[i] = s;
+    for (size_t i0 = 0; i0 < m->n_params; i0 += BLOCK) {
+        size_t n = m->n_params - i0 < BLOCK ? m->n_params - i0 : BLOCK;
+        float *s = m->grads + i0;
+        for (int g = 1; g < b->n_groups; g++) {
+            const float *x = b->grads[g] + i0;
+#pragma omp simd
+            for (size_t i = 0; i < n; i++) s[i] += x[i];
+        }
     }
 }

@@ -180,7 +180,7 @@ void train_model_free(train_model *m) {
     memset(m, 0, sizeof *m);
 }
 
-void train_model_zero_grad(train_model *m) { memset(m->grads, 0, sizeof(float) * m->n_params); }
+void train_model_zero_grad(train_model *m) { op_zero(m->grads, m->n_params); }
 
 static kiln_mat mat(const float *data, int rows, int cols) { return (kiln_mat){data, KILN_TYPE_F32, rows, cols}; }
 
@@ -321,21 +321,19 @@ void train_forward(const train_model *m, train_acts *a, const int32_t *inputs, c
     for (int l = 0; l < c->n_layers; l++) {
         const train_layer *L = &m->p.layers[l];
         norm_forward(c, a->ln1[l], a->ln1_mean[l], a->ln1_rstd[l], a->in[l], L->attn_norm, L->attn_norm_b, N);
-        op_matmul_forward(a->qkv[l], a->ln1[l], L->wqkv, L->bqkv, N, qkv, C);
+        op_matmul_forward(a->qkv[l], a->ln1[l], L->wqkv, L->bqkv, NULL, N, qkv, C);
         if (c->pos == KILN_POS_ROPE)
             op_rope_forward(a->qkv[l], N, T, qkv, H + KVH, HD, c->rope_dim, c->rope_style, m->rope_cos, m->rope_sin);
         op_attention_forward(a->att[l], a->lse[l], a->qkv[l], B, T, H, KVH, HD);
-        op_matmul_forward(a->mid[l], a->att[l], L->wo, L->bo, N, C, qdim);
-        op_add(a->mid[l], a->mid[l], a->in[l], (size_t)N * C);
+        op_matmul_forward(a->mid[l], a->att[l], L->wo, L->bo, a->in[l], N, C, qdim);
         norm_forward(c, a->ln2[l], a->ln2_mean[l], a->ln2_rstd[l], a->mid[l], L->ffn_norm, L->ffn_norm_b, N);
-        op_matmul_forward(a->pre[l], a->ln2[l], L->w_up, L->b_up, N, up_rows(c), C);
+        op_matmul_forward(a->pre[l], a->ln2[l], L->w_up, L->b_up, NULL, N, up_rows(c), C);
         if (c->act == KILN_ACT_SWIGLU) op_swiglu_forward(a->act[l], a->pre[l], N, F);
-        else op_gelu_forward(a->act[l], a->pre[l], (size_t)N * F);
-        op_matmul_forward(a->in[l + 1], a->act[l], L->w_down, L->b_down, N, C, F);
-        op_add(a->in[l + 1], a->in[l + 1], a->mid[l], (size_t)N * C);
+        else op_gelu_forward(a->act[l], grad_scale != 0 ? a->pre[l] : NULL, a->pre[l], (size_t)N * F);
+        op_matmul_forward(a->in[l + 1], a->act[l], L->w_down, L->b_down, a->mid[l], N, C, F);
     }
     norm_forward(c, a->lnf, a->lnf_mean, a->lnf_rstd, a->in[c->n_layers], m->p.out_norm, m->p.out_norm_b, N);
-    op_matmul_forward(a->logits, a->lnf, m->p.output, NULL, N, c->n_vocab, C);
+    op_matmul_forward(a->logits, a->lnf, m->p.output, NULL, NULL, N, c->n_vocab, C);
     op_crossentropy(a->losses, a->logits, targets, N, c->n_vocab, grad_scale);
 }
 
@@ -367,7 +365,7 @@ void train_backward_into(const train_model *m, train_acts *a, const int32_t *inp
         /* MLP: a->dres is the gradient of in[l+1], and flows unchanged into mid[l] through the residual */
         op_matmul_backward(a->dact, G->w_down, G->b_down, a->dres, a->act[l], L->w_down, N, C, F, 0);
         if (c->act == KILN_ACT_SWIGLU) op_swiglu_backward(a->dpre, a->pre[l], a->dact, N, F);
-        else op_gelu_backward(a->dpre, a->pre[l], a->dact, (size_t)N * F);
+        else op_gelu_backward(a->dpre, a->pre[l], a->dact, (size_t)N * F); /* pre holds GELU's derivative */
         op_matmul_backward(a->dln, G->w_up, G->b_up, a->dpre, a->ln2[l], L->w_up, N, up_rows(c), C, 0);
         norm_backward(c, a->dres, G->ffn_norm, G->ffn_norm_b, a->dln, a->mid[l], L->ffn_norm, a->ln2_mean[l],
                       a->ln2_rstd[l], N);

@@ -53,6 +53,8 @@ typedef struct {
 typedef struct {
     int B, T;
     float **in;               /* n_layers + 1 residual streams: in[l] enters layer l */
+    /* pre: the MLP's pre-activations; with GELU, after a forward pass with gradients, GELU's derivative
+     * at them instead (all the backward pass needs) */
     float **ln1, **ln1_mean, **ln1_rstd, **qkv, **att, **lse, **mid, **ln2, **ln2_mean, **ln2_rstd, **pre, **act;
     float *lnf, *lnf_mean, *lnf_rstd, *logits, *losses;
     float *dres, *dln, *dqkv, *datt, *dpre, *dact; /* backward scratch */

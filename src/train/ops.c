@@ -1,6 +1,10 @@
 /* Forward and backward of the trainer's operations (attention is in attention.c). Large matrix
  * products go to BLAS, one call per thread; everything else is OpenMP loops over rows or, for sums
  * over rows, over blocks of columns. */
+/* -std=c11 turns off the contraction of a * b + c into one fused multiply-add: the polynomial of
+ * op_expf and the GELU around it take a third less time with it */
+#pragma GCC optimize("fp-contract=fast")
+
 #include "train/ops.h"
 
 #include <cblas.h>
@@ -11,7 +15,7 @@
 
 #include "kiln.h"
 
-enum { COL_BLOCK = 64 }; /* columns per thread task in sums over rows */
+enum { MAX_COL_BLOCK = 1024 }; /* columns per task in sums over rows, at most: their sums live on the stack */
 
 /* BLAS runs single-threaded inside OpenMP's threads, each call on a block of output rows: one pool of
  * threads for the whole pass, where BLAS's own pool would spin against OpenMP's between calls. Blocks
@@ -35,26 +39,44 @@ static int block_rows(int N) {
     return rows < 128 ? 128 : rows;
 }
 
-void op_matmul_forward(float *out, const float *inp, const float *W, const float *b, int N, int OC, int IC) {
+/* Columns per task in sums over rows: an even share of this context's threads, a multiple of 16, at
+ * most MAX_COL_BLOCK. Long row pieces read faster than short ones (one thread reads all of a row of
+ * up to 1024 columns), and a column's sum runs over the rows in order whatever the split. */
+static int col_block(int C) {
+    int nt = omp_get_max_threads(), cb = ((C + nt - 1) / nt + 15) / 16 * 16;
+    return cb < MAX_COL_BLOCK ? cb : MAX_COL_BLOCK;
+}
+
+void op_matmul_forward(float *out, const float *inp, const float *W, const float *b, const float *res, int N, int OC,
+                       int IC) {
     blas_init();
     int R = block_rows(N);
 #pragma omp parallel for schedule(dynamic, 1) if (R < N)
     for (int lo = 0; lo < N; lo += R) {
         int rows = N - lo < R ? N - lo : R;
-        /* OpenBLAS clears C in a pass of its own when beta is 0; starting from the bias instead costs the
-         * same pass and saves adding it afterwards */
-        for (int n = lo; b && n < lo + rows; n++) memcpy(out + (size_t)n * OC, b, sizeof(float) * OC);
+        /* OpenBLAS clears C in a pass of its own when beta is 0; starting from the bias and the residual
+         * instead costs the same pass and saves adding them afterwards */
+        for (int n = lo; n < lo + rows; n++) {
+            float *o = out + (size_t)n * OC;
+            const float *r = res ? res + (size_t)n * OC : NULL;
+            if (r && b) {
+#pragma omp simd
+                for (int i = 0; i < OC; i++) o[i] = r[i] + b[i];
+            } else if (r || b) memcpy(o, r ? r : b, sizeof(float) * OC);
+        }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, OC, IC, 1.0f, inp + (size_t)lo * IC, IC, W, IC,
-                    b ? 1.0f : 0.0f, out + (size_t)lo * OC, OC);
+                    b || res ? 1.0f : 0.0f, out + (size_t)lo * OC, OC);
     }
 }
 
 /* db[c] += sum over rows of dout[n][c]: each thread owns a block of columns and sums rows in order. */
 static void column_sums(float *db, const float *dout, int N, int OC) {
+    int cb = col_block(OC);
 #pragma omp parallel for schedule(static)
-    for (int c0 = 0; c0 < OC; c0 += COL_BLOCK) {
-        int nc = OC - c0 < COL_BLOCK ? OC - c0 : COL_BLOCK;
-        float acc[COL_BLOCK] = {0};
+    for (int c0 = 0; c0 < OC; c0 += cb) {
+        int nc = OC - c0 < cb ? OC - c0 : cb;
+        float acc[MAX_COL_BLOCK];
+        for (int c = 0; c < nc; c++) acc[c] = 0;
         for (int n = 0; n < N; n++) {
             const float *d = dout + (size_t)n * OC + c0;
 #pragma omp simd
@@ -125,10 +147,12 @@ void op_layernorm_backward(float *dinp, float *dw, float *db, const float *dout,
 #pragma omp simd
         for (int i = 0; i < C; i++) dx[i] += s * (d[i] * w[i] - gm - (x[i] - m) * s * gxm);
     }
+    int cb = col_block(C);
 #pragma omp parallel for schedule(static)
-    for (int c0 = 0; c0 < C; c0 += COL_BLOCK) {
-        int nc = C - c0 < COL_BLOCK ? C - c0 : COL_BLOCK;
-        float aw[COL_BLOCK] = {0}, ab[COL_BLOCK] = {0};
+    for (int c0 = 0; c0 < C; c0 += cb) {
+        int nc = C - c0 < cb ? C - c0 : cb;
+        float aw[MAX_COL_BLOCK], ab[MAX_COL_BLOCK];
+        for (int c = 0; c < nc; c++) aw[c] = ab[c] = 0;
         for (int n = 0; n < N; n++) {
             const float *x = inp + (size_t)n * C + c0, *d = dout + (size_t)n * C + c0;
             float m = mean[n], s = rstd[n];
@@ -174,10 +198,12 @@ void op_rmsnorm_backward(float *dinp, float *dw, const float *dout, const float 
 #pragma omp simd
         for (int i = 0; i < C; i++) dx[i] += s * d[i] * w[i] - k * x[i];
     }
+    int cb = col_block(C);
 #pragma omp parallel for schedule(static)
-    for (int c0 = 0; c0 < C; c0 += COL_BLOCK) {
-        int nc = C - c0 < COL_BLOCK ? C - c0 : COL_BLOCK;
-        float aw[COL_BLOCK] = {0};
+    for (int c0 = 0; c0 < C; c0 += cb) {
+        int nc = C - c0 < cb ? C - c0 : cb;
+        float aw[MAX_COL_BLOCK];
+        for (int c = 0; c < nc; c++) aw[c] = 0;
         for (int n = 0; n < N; n++) {
             const float *x = inp + (size_t)n * C + c0, *d = dout + (size_t)n * C + c0;
             float s = rstd[n];
@@ -191,24 +217,28 @@ void op_rmsnorm_backward(float *dinp, float *dw, const float *dout, const float 
 #define GELU_S 0.7978845608f /* sqrt(2 / pi) */
 #define GELU_C 0.044715f
 
-/* tanh(u) = 1 - 2 / (e^2u + 1): exact at both ends, vectorisable through op_expf */
-static inline float tanh_fast(float u) { return 1.0f - 2.0f / (op_expf(2.0f * u) + 1.0f); }
+/* 0.5 x (1 + tanh(u)) = x sigmoid(2u): one exponential and one division, and no cancellation in
+ * 1 + tanh(u) for negative x. sigmoid(-2u) with op_expf capped at e^88 stays finite. */
+static inline float gelu_sigmoid(float x) { return 1.0f / (1.0f + op_expf(-2.0f * GELU_S * (x + GELU_C * x * x * x))); }
 
-void op_gelu_forward(float *out, const float *inp, size_t n) {
+void op_gelu_forward(float *out, float *dgelu, const float *inp, size_t n) {
+    if (!dgelu) {
+#pragma omp parallel for simd schedule(static)
+        for (size_t i = 0; i < n; i++) out[i] = inp[i] * gelu_sigmoid(inp[i]);
+        return;
+    }
+    /* with s = sigmoid(2u): d/dx x s = s + 2 x s (1 - s) du/dx */
 #pragma omp parallel for simd schedule(static)
     for (size_t i = 0; i < n; i++) {
-        float x = inp[i];
-        out[i] = 0.5f * x * (1.0f + tanh_fast(GELU_S * (x + GELU_C * x * x * x)));
+        float x = inp[i], s = gelu_sigmoid(x);
+        out[i] = x * s;
+        dgelu[i] = s + 2.0f * GELU_S * x * s * (1.0f - s) * (1.0f + 3.0f * GELU_C * x * x);
     }
 }
 
-void op_gelu_backward(float *dinp, const float *inp, const float *dout, size_t n) {
+void op_gelu_backward(float *dinp, const float *dgelu, const float *dout, size_t n) {
 #pragma omp parallel for simd schedule(static)
-    for (size_t i = 0; i < n; i++) {
-        float x = inp[i], t = tanh_fast(GELU_S * (x + GELU_C * x * x * x));
-        float g = 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * GELU_S * (1.0f + 3.0f * GELU_C * x * x);
-        dinp[i] = dout[i] * g;
-    }
+    for (size_t i = 0; i < n; i++) dinp[i] = dout[i] * dgelu[i];
 }
 
 void op_swiglu_forward(float *out, const float *gu, int N, int F) {
@@ -288,9 +318,10 @@ void op_embedding_forward(float *x, const int32_t *tokens, const float *wte, con
 
 void op_embedding_backward(float *dwte, float *dwpe, const float *dx, const int32_t *tokens, int N, int T, int C,
                            int V) {
+    int cb = col_block(C);
 #pragma omp parallel for schedule(static)
-    for (int c0 = 0; c0 < C; c0 += COL_BLOCK) {
-        int nc = C - c0 < COL_BLOCK ? C - c0 : COL_BLOCK;
+    for (int c0 = 0; c0 < C; c0 += cb) {
+        int nc = C - c0 < cb ? C - c0 : cb;
         for (int n = 0; n < N; n++) {
             const float *d = dx + (size_t)n * C + c0;
             float *e = dwte + (size_t)tokens[n] * C + c0;
@@ -305,9 +336,13 @@ void op_embedding_backward(float *dwte, float *dwpe, const float *dx, const int3
     }
 }
 
-void op_add(float *out, const float *a, const float *b, size_t n) {
-#pragma omp parallel for simd schedule(static)
-    for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+void op_zero(float *p, size_t n) {
+#pragma omp parallel
+    {
+        size_t nt = (size_t)omp_get_num_threads(), id = (size_t)omp_get_thread_num();
+        size_t share = (n + nt - 1) / nt, lo = share * id < n ? share * id : n, hi = lo + share < n ? lo + share : n;
+        memset(p + lo, 0, sizeof(float) * (hi - lo));
+    }
 }
 
 void op_crossentropy(float *losses, float *logits, const int32_t *targets, int N, int V, float dscale) {

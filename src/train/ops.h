@@ -13,9 +13,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* out = inp W^T (+ b): N x OC from N x IC, W is OC x IC. Sets BLAS to one thread per call (the first
- * time): the threads are OpenMP's. */
-void op_matmul_forward(float *out, const float *inp, const float *W, const float *b, int N, int OC, int IC);
+/* out = inp W^T (+ b) (+ res): N x OC from N x IC, W is OC x IC; b (OC) and res (N x OC, a residual
+ * stream the product adds to) may be NULL. Sets BLAS to one thread per call (the first time): the
+ * threads are OpenMP's. */
+void op_matmul_forward(float *out, const float *inp, const float *W, const float *b, const float *res, int N, int OC,
+                       int IC);
 /* dinp = dout W (written, or added when ADD_DINP; skipped when dinp is NULL); dW += dout^T inp;
  * db += column sums of dout (when db is not NULL). */
 void op_matmul_backward(float *dinp, float *dW, float *db, const float *dout, const float *inp, const float *W,
@@ -33,9 +35,11 @@ void op_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *
 void op_rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *inp, const float *w,
                          const float *rstd, int N, int C);
 
-/* GELU (tanh approximation) of N values; backward writes dinp = dout * gelu'(inp) (dinp may be dout). */
-void op_gelu_forward(float *out, const float *inp, size_t n);
-void op_gelu_backward(float *dinp, const float *inp, const float *dout, size_t n);
+/* GELU (tanh approximation) of N values. When DGELU is not NULL the forward pass also writes gelu'(inp)
+ * there (DGELU may be INP): all the backward pass needs, which then writes dinp = dout * dgelu (dinp may
+ * be dout) without an exponential of its own. */
+void op_gelu_forward(float *out, float *dgelu, const float *inp, size_t n);
+void op_gelu_backward(float *dinp, const float *dgelu, const float *dout, size_t n);
 
 /* SwiGLU: each of the N rows of GU holds [gate (F) | up (F)]; out (N x F) = silu(gate) * up.
  * Backward writes dgu (N x 2F). */
@@ -58,8 +62,9 @@ void op_embedding_forward(float *x, const int32_t *tokens, const float *wte, con
 void op_embedding_backward(float *dwte, float *dwpe, const float *dx, const int32_t *tokens, int N, int T, int C,
                            int V);
 
-/* out = a + b, n values (out may be a). */
-void op_add(float *out, const float *a, const float *b, size_t n);
+/* Sets N floats to 0 on the threads, each a contiguous share (large enough for memset's streaming
+ * stores, which do not read the lines first). */
+void op_zero(float *p, size_t n);
 
 /* Softmax and cross-entropy fused, per row of V logits: losses[n] = logsumexp(logits[n]) -
  * logits[n][targets[n]]. When DSCALE is not 0 the logits are overwritten with the gradient
