@@ -42,6 +42,35 @@ TEST(pool_runs_every_item_once_whatever_the_thread_count) {
     }
 }
 
+typedef struct {
+    _Atomic int *seen;
+    _Atomic int bad_start;
+} rows_visit;
+
+static void visit_rows(void *p, int r0, int r1, int tid) {
+    rows_visit *j = p;
+    if (r0 % 16) atomic_store(&j->bad_start, 1);
+    for (int r = r0; r < r1; r++) atomic_fetch_add(&j->seen[r], 1);
+}
+
+TEST(pool_rows_runs_every_row_once_in_chunks_on_16_rows) {
+    int rows[] = {1, 15, 16, 17, 100, 768, 2304, 32000, 100003};
+    size_t bytes[] = {0, 4, 432, 3072, 1 << 20};
+    for (int threads = 1; threads <= 4; threads++) {
+        kiln_set_threads(threads);
+        for (int r = 0; r < 9; r++)
+            for (int b = 0; b < 5; b++) {
+                rows_visit j = {calloc(rows[r], sizeof(_Atomic int)), 0};
+                kiln_pool_rows(rows[r], bytes[b], visit_rows, &j);
+                for (int i = 0; i < rows[r]; i++)
+                    CHECKF(j.seen[i] == 1, "%d rows of %zu bytes: row %d ran %d times", rows[r], bytes[b], i, j.seen[i]);
+                CHECKF(!j.bad_start, "%d rows of %zu bytes: a chunk did not start on a multiple of 16", rows[r],
+                       bytes[b]);
+                free(j.seen);
+            }
+    }
+}
+
 static void nested(void *p, int i0, int i1, int tid) {
     for (int i = i0; i < i1; i++) check_loop(33, 2);
 }

@@ -336,6 +336,36 @@ TEST(quant_short_batch_gives_each_token_its_one_token_product_bit_for_bit) {
         }
 }
 
+TEST(quant_matrices_sharing_activations_give_each_its_own_product_bit_for_bit) {
+    /* the q, k, v (gate, up) products of a layer run as one: parts whose rows do not fill the pool's
+     * chunks, with 2 threads, for decode, short batches and the GEMM */
+    int rows[3] = {37, 64, 300};
+    kiln_set_threads(2);
+    for (const kiln_qkernels *const *qk = kiln_qkernels_supported(); *qk; qk++)
+        for (int i = 0; i < 4; i++) {
+            int type = TYPES[i], K = kiln_quant_block(type) == 32 ? 32 * 13 : 256 * 2, Tmax = 20;
+            float *X = malloc(sizeof(float) * Tmax * K);
+            gaussian(X, (size_t)Tmax * K, 21, 1);
+            kiln_qpart parts[3];
+            float *want[3];
+            for (int p = 0; p < 3; p++) {
+                parts[p] = (kiln_qpart){malloc(sizeof(float) * Tmax * rows[p]), random_quant(type, rows[p], K, 30 + p),
+                                        rows[p]};
+                want[p] = malloc(sizeof(float) * Tmax * rows[p]);
+            }
+            for (int T = 1; T <= Tmax; T += T < 3 ? 1 : 17) {
+                kiln_qmatmul_parts_with(*qk, 3, parts, X, type, T, K);
+                for (int p = 0; p < 3; p++) {
+                    kiln_qmatmul_with(*qk, want[p], X, parts[p].w, type, T, rows[p], K);
+                    CHECKF(memcmp(want[p], parts[p].y, sizeof(float) * T * rows[p]) == 0,
+                           "%s type %d T=%d: part %d differs from its own product", (*qk)->name, type, T, p);
+                }
+            }
+            for (int p = 0; p < 3; p++) free(parts[p].y), free((void *)parts[p].w), free(want[p]);
+            free(X);
+        }
+}
+
 TEST(quant_matmul_is_close_to_the_float_product_of_the_dequantized_weights) {
     /* what remains is the int8 rounding of the activations: ~0.4% of the rms of a dot product */
     int T = 3, N = 16, K = 512;

@@ -24,9 +24,9 @@ typedef void (*kiln_range_fn)(void *arg, int i0, int i1, int tid);
  * another application thread, or from inside a loop) runs on the calling thread alone. */
 void kiln_pool_for(int n, int grain, kiln_range_fn fn, void *arg);
 
-/* Runs FN over the rows 0..N_ROWS-1 of a matrix of ROW_BYTES per row (FN gets row ranges), in chunks of
- * 64 KiB or more (about 8 per thread on a large matrix) that start on multiples of 16 rows, so no two
- * threads write one cache line of a float output. */
+/* Runs FN over the rows 0..N_ROWS-1 of a matrix of ROW_BYTES per row (FN gets row ranges) in chunks
+ * that start on multiples of 16 rows, so no two threads write one cache line of a float output: large
+ * ones first, then smaller ones down to 32 KiB, so the threads finish close together. */
 void kiln_pool_rows(int n_rows, size_t row_bytes, kiln_range_fn fn, void *arg);
 
 /* Threads a loop started now by the calling thread may use: TIDs are below this (per-thread scratch). */

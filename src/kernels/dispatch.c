@@ -2,8 +2,8 @@
  * drivers of the matrix-vector product and rope (gemm.c and attention.c hold the other two).
  *
  * The table is chosen once: the best of avx512 > avx2 > scalar that the CPU (and OS) supports, capped by
- * KILN_ISA. Threads are kiln's pool (base/pool.h): the rows of a product are handed out in chunks of
- * ~64 KiB of weights. */
+ * KILN_ISA. Threads are kiln's pool (base/pool.h): the rows of a product are handed out in chunks,
+ * large first, then smaller down to ~32 KiB of weights (see pool.h). */
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>

@@ -103,4 +103,17 @@ float kiln_qdot_ref(const void *wrow, int type, const kiln_qx *qx);
 /* Y[t][i] = W[i] . X[t] with X quantized per token as above: the reference of the quantized matmul. */
 void kiln_qmatmul_ref(float *Y, const float *X, const void *W, int type, int T, int N, int K);
 
+/* One of several matrices of ROWS rows of one quantized type that multiply the same activations: its
+ * weights W and its outputs Y (T rows of ROWS). */
+typedef struct {
+    float *y;
+    const void *w;
+    int rows;
+} kiln_qpart;
+
+/* Y_i = X . W_i^T for the N_PARTS matrices PARTS (X: T rows of K floats), each bit for bit what kiln_matmul
+ * gives it alone. Decode and short batches quantize X once for all of them and run their rows as one
+ * loop of the worker pool (one dispatch and one join, not one per matrix). */
+void kiln_qmatmul_parts(int n_parts, const kiln_qpart *parts, const float *X, int type, int T, int K);
+
 #endif

@@ -30,6 +30,11 @@ INLINE float hsum(__m256 v) {
  * which is then in L1. */
 enum { MV_TOKENS = 8 };
 
+/* One token's rows run as this many streams side by side, as in quant_avx512.c: a thread's rows r0..r1
+ * split into MV_STREAMS runs, row i of every run in the same pass, so the core overlaps their chains of
+ * multiply-adds (one per 32-weight block here) and each run is read front to back. */
+enum { MV_STREAMS = 3 };
+
 static int tokens_per_pass(int T) {
     int n_pass = (T + MV_TOKENS - 1) / MV_TOKENS;
     return (T + n_pass - 1) / n_pass;
@@ -79,78 +84,103 @@ static const tok_block *tok_blocks(const kiln_qx *qx, int T) {
     return blocks;
 }
 
-/* One row against NT tokens (their blocks NT consecutive entries of L per block, blocks STRIDE apart),
- * token t's result to Y[t * LDY]. Q8_0 multiplies |w| by x with w's sign. */
-INLINE void q8_0_row(float *y, size_t ldy, const kiln_block_q8_0 *w, const tok_block *L, int stride, int nb,
-                     const int NT) {
-    __m256 acc[MV_TOKENS];
+/* NR rows (RS blocks apart) against NT tokens (their blocks NT consecutive entries of L per block, blocks
+ * STRIDE apart); row r's result for token t to Y[r * YS + t * LDY]. Each (row, token) sum is one chain of
+ * multiply-adds in block order whatever NR and NT, so a token's result in a batch, and a row's among NR
+ * rows, are bit for bit those of one row and one token. Q8_0 multiplies |w| by x with w's sign. */
+INLINE void q8_0_rows(float *y, size_t ys, size_t ldy, const kiln_block_q8_0 *w, size_t rs, const tok_block *L,
+                      int stride, int nb, const int NR, const int NT) {
+    __m256 acc[MV_STREAMS][MV_TOKENS];
     #pragma GCC unroll 8
-    for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps();
-    for (int b = 0; b < nb; b++, L += stride) {
-        __m256i wv = _mm256_loadu_si256((const __m256i *)w[b].qs), aw = _mm256_sign_epi8(wv, wv);
-        __m256 dw = _mm256_set1_ps(_cvtsh_ss(w[b].d));
+    for (int r = 0; r < NR; r++)
         #pragma GCC unroll 8
-        for (int t = 0; t < NT; t++) {
-            __m256i s = dot4(aw, _mm256_sign_epi8(_mm256_load_si256((const __m256i *)L[t].x), wv));
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(dw, _mm256_set1_ps(L[t].d)), acc[t]);
+        for (int t = 0; t < NT; t++) acc[r][t] = _mm256_setzero_ps();
+    for (int b = 0; b < nb; b++, L += stride)
+        #pragma GCC unroll 4
+        for (int r = 0; r < NR; r++) {
+            const kiln_block_q8_0 *wb = w + r * rs + b;
+            __m256i wv = _mm256_loadu_si256((const __m256i *)wb->qs), aw = _mm256_sign_epi8(wv, wv);
+            __m256 dw = _mm256_set1_ps(_cvtsh_ss(wb->d));
+            #pragma GCC unroll 8
+            for (int t = 0; t < NT; t++) {
+                __m256i s = dot4(aw, _mm256_sign_epi8(_mm256_load_si256((const __m256i *)L[t].x), wv));
+                acc[r][t] =
+                    _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(dw, _mm256_set1_ps(L[t].d)), acc[r][t]);
+            }
         }
-    }
-    #pragma GCC unroll 8
-    for (int t = 0; t < NT; t++) y[t * ldy] = hsum(acc[t]);
+    #pragma GCC unroll 4
+    for (int r = 0; r < NR; r++)
+        #pragma GCC unroll 8
+        for (int t = 0; t < NT; t++) y[r * ys + t * ldy] = hsum(acc[r][t]);
 }
 
 /* Q4_0: the nibbles as unsigned bytes; each lane's 4 products are then 8 * sum(x) too large, and 8
  * lanes of -sum(x) of the block subtract it. */
-INLINE void q4_0_row(float *y, size_t ldy, const kiln_block_q4_0 *w, const tok_block *L, int stride, int nb,
-                     const int NT) {
+INLINE void q4_0_rows(float *y, size_t ys, size_t ldy, const kiln_block_q4_0 *w, size_t rs, const tok_block *L,
+                      int stride, int nb, const int NR, const int NT) {
     const __m256i low = _mm256_set1_epi8(15);
-    __m256 acc[MV_TOKENS];
+    __m256 acc[MV_STREAMS][MV_TOKENS];
     #pragma GCC unroll 8
-    for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps();
-    for (int b = 0; b < nb; b++, L += stride) {
-        __m128i q = _mm_loadu_si128((const __m128i *)w[b].qs);
-        __m256i wv = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), low);
-        __m256 dw = _mm256_set1_ps(_cvtsh_ss(w[b].d));
+    for (int r = 0; r < NR; r++)
         #pragma GCC unroll 8
-        for (int t = 0; t < NT; t++) {
-            __m256i s = dot4(wv, _mm256_load_si256((const __m256i *)L[t].x));
-            s = _mm256_sub_epi32(s, _mm256_set1_epi32(L[t].sum));
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(dw, _mm256_set1_ps(L[t].d)), acc[t]);
+        for (int t = 0; t < NT; t++) acc[r][t] = _mm256_setzero_ps();
+    for (int b = 0; b < nb; b++, L += stride)
+        #pragma GCC unroll 4
+        for (int r = 0; r < NR; r++) {
+            const kiln_block_q4_0 *wb = w + r * rs + b;
+            __m128i q = _mm_loadu_si128((const __m128i *)wb->qs);
+            __m256i wv = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), low);
+            __m256 dw = _mm256_set1_ps(_cvtsh_ss(wb->d));
+            #pragma GCC unroll 8
+            for (int t = 0; t < NT; t++) {
+                __m256i s = dot4(wv, _mm256_load_si256((const __m256i *)L[t].x));
+                s = _mm256_sub_epi32(s, _mm256_set1_epi32(L[t].sum));
+                acc[r][t] =
+                    _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(dw, _mm256_set1_ps(L[t].d)), acc[r][t]);
+            }
         }
-    }
-    #pragma GCC unroll 8
-    for (int t = 0; t < NT; t++) y[t * ldy] = hsum(acc[t]);
+    #pragma GCC unroll 4
+    for (int r = 0; r < NR; r++)
+        #pragma GCC unroll 8
+        for (int t = 0; t < NT; t++) y[r * ys + t * ldy] = hsum(acc[r][t]);
 }
 
-/* Rows r0..r1 of T tokens, in passes of NT tokens as a constant (so the accumulators are registers). */
-#define ROWS_IN_PASSES(row_fn, blk_type)                                                                           \
+/* Rows r0..r1 of T tokens: one token in MV_STREAMS runs side by side, more in passes of NT tokens as a
+ * constant (so the accumulators are registers), one row at a time. */
+#define ROWS_IN_PASSES(rows_fn, blk_type)                                                                          \
     do {                                                                                                           \
-        int nb = qx->k / 32, nt = tokens_per_pass(T);                                                             \
+        int nb = qx->k / 32, nt = tokens_per_pass(T), i = r0;                                                     \
         const tok_block *L = tok_blocks(qx, T);                                                                   \
         const blk_type *w = (const blk_type *)W;                                                                  \
-        for (int i = r0; i < r1; i++)                                                                             \
+        if (T == 1) {                                                                                             \
+            int h = (r1 - r0) / MV_STREAMS;                                                                       \
+            for (; i < r0 + h; i++)                                                                               \
+                rows_fn(Y + i, h, 0, w + (size_t)nb * i, (size_t)nb * h, L, 1, nb, MV_STREAMS, 1);                \
+            i = r0 + MV_STREAMS * h;                                                                              \
+        }                                                                                                         \
+        for (; i < r1; i++)                                                                                       \
             for (int t0 = 0; t0 < T; t0 += nt) {                                                                  \
                 float *y = Y + t0 * ldy + i;                                                                      \
                 const blk_type *wr = w + (size_t)nb * i;                                                          \
                 switch (T - t0 < nt ? T - t0 : nt) {                                                              \
-                case 1: row_fn(y, ldy, wr, L + t0, T, nb, 1); break;                                              \
-                case 2: row_fn(y, ldy, wr, L + t0, T, nb, 2); break;                                              \
-                case 3: row_fn(y, ldy, wr, L + t0, T, nb, 3); break;                                              \
-                case 4: row_fn(y, ldy, wr, L + t0, T, nb, 4); break;                                              \
-                case 5: row_fn(y, ldy, wr, L + t0, T, nb, 5); break;                                              \
-                case 6: row_fn(y, ldy, wr, L + t0, T, nb, 6); break;                                              \
-                case 7: row_fn(y, ldy, wr, L + t0, T, nb, 7); break;                                              \
-                case 8: row_fn(y, ldy, wr, L + t0, T, nb, 8); break;                                              \
+                case 1: rows_fn(y, 0, ldy, wr, 0, L + t0, T, nb, 1, 1); break;                                    \
+                case 2: rows_fn(y, 0, ldy, wr, 0, L + t0, T, nb, 1, 2); break;                                    \
+                case 3: rows_fn(y, 0, ldy, wr, 0, L + t0, T, nb, 1, 3); break;                                    \
+                case 4: rows_fn(y, 0, ldy, wr, 0, L + t0, T, nb, 1, 4); break;                                    \
+                case 5: rows_fn(y, 0, ldy, wr, 0, L + t0, T, nb, 1, 5); break;                                    \
+                case 6: rows_fn(y, 0, ldy, wr, 0, L + t0, T, nb, 1, 6); break;                                    \
+                case 7: rows_fn(y, 0, ldy, wr, 0, L + t0, T, nb, 1, 7); break;                                    \
+                case 8: rows_fn(y, 0, ldy, wr, 0, L + t0, T, nb, 1, 8); break;                                    \
                 }                                                                                                 \
             }                                                                                                     \
     } while (0)
 
 static void matvecs_q8_0(float *Y, size_t ldy, const kiln_qx *qx, int T, const void *W, int r0, int r1) {
-    ROWS_IN_PASSES(q8_0_row, kiln_block_q8_0);
+    ROWS_IN_PASSES(q8_0_rows, kiln_block_q8_0);
 }
 
 static void matvecs_q4_0(float *Y, size_t ldy, const kiln_qx *qx, int T, const void *W, int r0, int r1) {
-    ROWS_IN_PASSES(q4_0_row, kiln_block_q4_0);
+    ROWS_IN_PASSES(q4_0_rows, kiln_block_q4_0);
 }
 
 static void matvec_q8_0(float *y, const kiln_qx *qx, const void *W, int r0, int r1) {

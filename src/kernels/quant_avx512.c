@@ -99,6 +99,16 @@ static void *lanes_get(int type, const kiln_qx *qx, int T, size_t bytes, int *re
  * passes of equal size over the row, which is then in L1. */
 enum { MV_TOKENS = 8 };
 
+/* One token's rows (Q8_0, Q4_0, Q6_K) run as this many streams side by side: a thread's rows r0..r1
+ * split into MV_STREAMS runs of h = (r1 - r0) / MV_STREAMS, and row i of every run is done in the same
+ * pass. A row's sum is one chain of multiply-adds, a Q8_0 or Q4_0 step per ~4 cycles (their latency);
+ * three chains let the core overlap them. Each run is read front to back, so the memory sees a few long
+ * streams; neighbouring rows side by side jump about within each page instead, and read a 2-thread 78 MB
+ * Q8_0 matrix ~30% slower than one row at a time. 512x768 in cache, one thread, one row at a time ->
+ * three runs: Q8_0 45 -> 60 GB/s, Q4_0 26 -> 38. 78 MB from memory, 2 threads, best of 20: Q8_0 75 ->
+ * 92 GB/s, Q4_0 ~45 -> ~70, Q6_K 66 -> 80 (with its shifts below). */
+enum { MV_STREAMS = 3 };
+
 /* Bytes ahead of the weights being read that the Q8_0 and Q4_0 kernels prefetch: the threads take rows
  * in chunks (base/pool.h), and at the start of each the hardware prefetcher has to find the stream again.
  * On a 75 MB matrix with 2 threads, 4 KiB ahead raised Q8_0 from 42-50% to 62-63% of the read bandwidth
@@ -150,49 +160,70 @@ INLINE __m512 q8_0_step(__m512 acc, __m512i w, __m512 dw, const q8_lanes *L) {
     return _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, L->dx), acc);
 }
 
-/* One row against NT tokens (their lanes NT consecutive entries of L per step, steps STRIDE apart),
- * token t's result to Y[t * LDY]. The row is read front to back: a single stream is what the hardware
- * prefetcher follows best (rows read side by side, or 64-byte loads that straddle lines, halve the rate
- * from memory). */
-INLINE void q8_0_row(float *y, size_t ldy, const uint8_t *p, const q8_lanes *L, int stride, int nb, const int NT) {
-    __m512 acc[MV_TOKENS];
-    #pragma GCC unroll 8
-    for (int t = 0; t < NT; t++) acc[t] = _mm512_setzero_ps();
-    for (int c = 0; c < nb / 2; c++, p += 68, L += stride) {
-        _mm_prefetch((const char *)p + PREFETCH, _MM_HINT_T0);
-        __m512i w = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(p + 2))),
-                                       _mm256_loadu_si256((const __m256i *)(p + 36)), 1);
-        uint16_t d0, d1;
-        memcpy(&d0, p, 2);
-        memcpy(&d1, p + 34, 2);
-        __m512 dw = two_scales(d0, d1);
-        w = _mm512_xor_si512(w, _mm512_set1_epi8(-128));
-        #pragma GCC unroll 8
-        for (int t = 0; t < NT; t++) acc[t] = q8_0_step(acc[t], w, dw, L + t);
-    }
-    if (nb & 1) { /* a last single block: the missing second one is zeros against zeros of x */
-        uint16_t d0;
-        memcpy(&d0, p, 2);
-        __m512i w = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(p + 2)));
-        w = _mm512_xor_si512(_mm512_inserti64x4(w, _mm256_setzero_si256(), 1), _mm512_set1_epi8(-128));
-        #pragma GCC unroll 8
-        for (int t = 0; t < NT; t++) acc[t] = q8_0_step(acc[t], w, two_scales(d0, 0), L + t);
-    }
-    #pragma GCC unroll 8
-    for (int t = 0; t < NT; t++) y[t * ldy] = _mm512_reduce_add_ps(acc[t]);
+/* The weights of one step at P with the sign bit flipped, and the two blocks' scales. Two 32-byte loads
+ * and scalar scales: two 64-byte loads and word permutes (as Q4_0's) were slower here. */
+INLINE void q8_0_load(const uint8_t *p, __m512i *w, __m512 *dw) {
+    __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(p + 2))),
+                                   _mm256_loadu_si256((const __m256i *)(p + 36)), 1);
+    *w = _mm512_xor_si512(v, _mm512_set1_epi8(-128));
+    uint16_t d0, d1;
+    memcpy(&d0, p, 2);
+    memcpy(&d1, p + 34, 2);
+    *dw = two_scales(d0, d1);
 }
 
-/* NT as a constant, so the accumulators are registers. */
+/* NR rows (RS bytes apart) against NT tokens (their lanes NT consecutive entries of L per step, steps
+ * STRIDE apart); row r's result for token t to Y[r * YS + t * LDY]. Each (row, token) sum is one chain
+ * of fused multiply-adds in step order whatever NR and NT, so a token's result in a batch, and a row's
+ * among NR rows, are bit for bit those of one row and one token; several rows (one token) or several
+ * tokens are independent chains the core overlaps (MV_STREAMS). Each row is read front to back. */
+INLINE void q8_0_rows(float *y, size_t ys, size_t ldy, const uint8_t *p, size_t rs, const q8_lanes *L, int stride,
+                      int nb, const int NR, const int NT) {
+    __m512 acc[MV_STREAMS][MV_TOKENS];
+    #pragma GCC unroll 8
+    for (int r = 0; r < NR; r++)
+        #pragma GCC unroll 8
+        for (int t = 0; t < NT; t++) acc[r][t] = _mm512_setzero_ps();
+    for (int c = 0; c < nb / 2; c++, p += 68, L += stride) {
+        #pragma GCC unroll 8
+        for (int r = 0; r < NR; r++) {
+            _mm_prefetch((const char *)p + r * rs + PREFETCH, _MM_HINT_T0);
+            __m512i w;
+            __m512 dw;
+            q8_0_load(p + r * rs, &w, &dw);
+            #pragma GCC unroll 8
+            for (int t = 0; t < NT; t++) acc[r][t] = q8_0_step(acc[r][t], w, dw, L + t);
+        }
+    }
+    if (nb & 1) { /* a last single block: the missing second one is zeros against zeros of x */
+        #pragma GCC unroll 8
+        for (int r = 0; r < NR; r++) {
+            uint8_t q[68] = {0};
+            memcpy(q, p + r * rs, 34);
+            __m512i w;
+            __m512 dw;
+            q8_0_load(q, &w, &dw);
+            #pragma GCC unroll 8
+            for (int t = 0; t < NT; t++) acc[r][t] = q8_0_step(acc[r][t], w, dw, L + t);
+        }
+    }
+    #pragma GCC unroll 8
+    for (int r = 0; r < NR; r++)
+        #pragma GCC unroll 8
+        for (int t = 0; t < NT; t++) y[r * ys + t * ldy] = _mm512_reduce_add_ps(acc[r][t]);
+}
+
+/* One row, NT as a constant so the accumulators are registers. */
 static void q8_0_row_tokens(float *y, size_t ldy, const uint8_t *p, const q8_lanes *L, int stride, int nb, int nt) {
     switch (nt) {
-    case 1: q8_0_row(y, ldy, p, L, stride, nb, 1); break;
-    case 2: q8_0_row(y, ldy, p, L, stride, nb, 2); break;
-    case 3: q8_0_row(y, ldy, p, L, stride, nb, 3); break;
-    case 4: q8_0_row(y, ldy, p, L, stride, nb, 4); break;
-    case 5: q8_0_row(y, ldy, p, L, stride, nb, 5); break;
-    case 6: q8_0_row(y, ldy, p, L, stride, nb, 6); break;
-    case 7: q8_0_row(y, ldy, p, L, stride, nb, 7); break;
-    case 8: q8_0_row(y, ldy, p, L, stride, nb, 8); break;
+    case 1: q8_0_rows(y, 0, ldy, p, 0, L, stride, nb, 1, 1); break;
+    case 2: q8_0_rows(y, 0, ldy, p, 0, L, stride, nb, 1, 2); break;
+    case 3: q8_0_rows(y, 0, ldy, p, 0, L, stride, nb, 1, 3); break;
+    case 4: q8_0_rows(y, 0, ldy, p, 0, L, stride, nb, 1, 4); break;
+    case 5: q8_0_rows(y, 0, ldy, p, 0, L, stride, nb, 1, 5); break;
+    case 6: q8_0_rows(y, 0, ldy, p, 0, L, stride, nb, 1, 6); break;
+    case 7: q8_0_rows(y, 0, ldy, p, 0, L, stride, nb, 1, 7); break;
+    case 8: q8_0_rows(y, 0, ldy, p, 0, L, stride, nb, 1, 8); break;
     }
 }
 
@@ -201,7 +232,13 @@ static void matvecs_q8_0(float *Y, size_t ldy, const kiln_qx *qx, int T, const v
     q8_lanes *L = lanes_get(KILN_TYPE_Q8_0, qx, T, sizeof(q8_lanes) * (size_t)((nb + 1) / 2) * T, &ready);
     for (int t = 0; t < T && !ready; t++) q8_0_lanes(L + t, T, qx + t);
     size_t rb = (size_t)nb * 34;
-    for (int i = r0; i < r1; i++)
+    int i = r0;
+    if (T == 1) { /* one token: MV_STREAMS runs of h rows side by side */
+        int h = (r1 - r0) / MV_STREAMS;
+        for (; i < r0 + h; i++) q8_0_rows(Y + i, h, 0, (const uint8_t *)W + rb * i, rb * h, L, 1, nb, MV_STREAMS, 1);
+        i = r0 + MV_STREAMS * h;
+    }
+    for (; i < r1; i++)
         for (int t0 = 0; t0 < T; t0 += nt) {
             int n = T - t0 < nt ? T - t0 : nt;
             q8_0_row_tokens(Y + t0 * ldy + i, ldy, (const uint8_t *)W + rb * i, L + t0, T, nb, n);
@@ -214,7 +251,7 @@ static void matvec_q8_0(float *y, const kiln_qx *qx, const void *W, int r0, int 
 }
 
 /* ---- Q4_0: four blocks (72 bytes) per step ----
- * The 16 bytes of nibbles of blocks 4c..4c+3 fill one register; low nibbles (elements 0-15 of each
+ * The 16 bytes of nibbles of each of blocks 4c..4c+3 fill one register; low nibbles (elements 0-15 of each
  * block) and high nibbles (16-31) meet x rearranged the same way, and both products land in lanes
  * 4b..4b+3 of block b. Short batches interleave their tokens' lanes as Q8_0's do. */
 
@@ -249,12 +286,6 @@ static void q4_0_lanes(q4_lanes *L, int stride, const kiln_qx *qx) {
     }
 }
 
-/* Four f16 scales packed in a 64-bit word, each in the 4 lanes of its block. */
-INLINE __m512 four_scales(uint64_t d) {
-    const __m256i idx = _mm256_setr_epi16(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
-    return _mm512_cvtph_ps(_mm256_permutexvar_epi16(idx, _mm256_castsi128_si256(_mm_cvtsi64_si128((long long)d))));
-}
-
 /* LO, HI: the low and high nibbles of the step's weights. */
 INLINE __m512 q4_0_step(__m512 acc, __m512i lo, __m512i hi, __m512 dw, const q4_lanes *L) {
     __m512i s = _mm512_dpbusd_epi32(L->b0, lo, _mm512_load_si512(L->lo));
@@ -262,54 +293,76 @@ INLINE __m512 q4_0_step(__m512 acc, __m512i lo, __m512i hi, __m512 dw, const q4_
     return _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, L->dx), acc);
 }
 
-INLINE void q4_0_row(float *y, size_t ldy, const uint8_t *p, const q4_lanes *L, int stride, int nb, const int NT) {
-    const __m512i low = _mm512_set1_epi8(15);
-    __m512 acc[MV_TOKENS];
-    #pragma GCC unroll 8
-    for (int t = 0; t < NT; t++) acc[t] = _mm512_setzero_ps();
-    for (int c = 0; c < nb / 4; c++, p += 72, L += stride) {
-        _mm_prefetch((const char *)p + PREFETCH, _MM_HINT_T0);
-        __m512i w = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(p + 2)));
-        w = _mm512_inserti32x4(w, _mm_loadu_si128((const __m128i *)(p + 20)), 1);
-        w = _mm512_inserti32x4(w, _mm_loadu_si128((const __m128i *)(p + 38)), 2);
-        w = _mm512_inserti32x4(w, _mm_loadu_si128((const __m128i *)(p + 56)), 3);
-        uint16_t d[4];
-        for (int b = 0; b < 4; b++) memcpy(&d[b], p + 18 * b, 2);
-        uint64_t dd = d[0] | (uint64_t)d[1] << 16 | (uint64_t)d[2] << 32 | (uint64_t)d[3] << 48;
-        __m512 dw = four_scales(dd);
-        __m512i lo = _mm512_and_si512(w, low), hi = _mm512_and_si512(_mm512_srli_epi16(w, 4), low);
-        #pragma GCC unroll 8
-        for (int t = 0; t < NT; t++) acc[t] = q4_0_step(acc[t], lo, hi, dw, L + t);
-    }
-    if (nb % 4) { /* the last 1-3 blocks: the missing ones are zero weights with zero scales */
-        uint8_t q[64] = {0};
-        uint64_t dd = 0;
-        for (int b = 0; b < nb % 4; b++) {
-            uint16_t d;
-            memcpy(&d, p + 18 * b, 2);
-            memcpy(q + 16 * b, p + 18 * b + 2, 16);
-            dd |= (uint64_t)d << (16 * b);
-        }
-        __m512i w = _mm512_loadu_si512(q);
-        __m512i lo = _mm512_and_si512(w, low), hi = _mm512_and_si512(_mm512_srli_epi16(w, 4), low);
-        __m512 dw = four_scales(dd);
-        #pragma GCC unroll 8
-        for (int t = 0; t < NT; t++) acc[t] = q4_0_step(acc[t], lo, hi, dw, L + t);
-    }
-    #pragma GCC unroll 8
-    for (int t = 0; t < NT; t++) y[t * ldy] = _mm512_reduce_add_ps(acc[t]);
+/* Four f16 scales packed in a 64-bit word, each in the 4 lanes of its block. */
+INLINE __m512 four_scales(uint64_t d) {
+    const __m256i idx = _mm256_setr_epi16(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+    return _mm512_cvtph_ps(_mm256_permutexvar_epi16(idx, _mm256_castsi128_si256(_mm_cvtsi64_si128((long long)d))));
 }
 
+/* The weights of one step at P: low and high nibbles, and the four blocks' scales. 16-byte loads: two
+ * 64-byte loads and word permutes were faster in cache but ~25% slower from memory (loads that straddle
+ * cache lines). */
+INLINE void q4_0_load(const uint8_t *p, __m512i *lo, __m512i *hi, __m512 *dw) {
+    const __m512i low = _mm512_set1_epi8(15);
+    __m512i w = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(p + 2)));
+    w = _mm512_inserti32x4(w, _mm_loadu_si128((const __m128i *)(p + 20)), 1);
+    w = _mm512_inserti32x4(w, _mm_loadu_si128((const __m128i *)(p + 38)), 2);
+    w = _mm512_inserti32x4(w, _mm_loadu_si128((const __m128i *)(p + 56)), 3);
+    uint16_t d[4];
+    for (int b = 0; b < 4; b++) memcpy(&d[b], p + 18 * b, 2);
+    *dw = four_scales(d[0] | (uint64_t)d[1] << 16 | (uint64_t)d[2] << 32 | (uint64_t)d[3] << 48);
+    *lo = _mm512_and_si512(w, low);
+    *hi = _mm512_and_si512(_mm512_srli_epi16(w, 4), low);
+}
+
+/* NR rows against NT tokens, as q8_0_rows. */
+INLINE void q4_0_rows(float *y, size_t ys, size_t ldy, const uint8_t *p, size_t rs, const q4_lanes *L, int stride,
+                      int nb, const int NR, const int NT) {
+    __m512 acc[MV_STREAMS][MV_TOKENS];
+    #pragma GCC unroll 8
+    for (int r = 0; r < NR; r++)
+        #pragma GCC unroll 8
+        for (int t = 0; t < NT; t++) acc[r][t] = _mm512_setzero_ps();
+    for (int c = 0; c < nb / 4; c++, p += 72, L += stride) {
+        #pragma GCC unroll 4
+        for (int r = 0; r < NR; r++) {
+            _mm_prefetch((const char *)p + r * rs + PREFETCH, _MM_HINT_T0);
+            __m512i lo, hi;
+            __m512 dw;
+            q4_0_load(p + r * rs, &lo, &hi, &dw);
+            #pragma GCC unroll 8
+            for (int t = 0; t < NT; t++) acc[r][t] = q4_0_step(acc[r][t], lo, hi, dw, L + t);
+        }
+    }
+    if (nb % 4) { /* the last 1-3 blocks: the missing ones are zero weights with zero scales */
+        #pragma GCC unroll 4
+        for (int r = 0; r < NR; r++) {
+            uint8_t q[72] = {0};
+            memcpy(q, p + r * rs, 18 * (size_t)(nb % 4));
+            __m512i lo, hi;
+            __m512 dw;
+            q4_0_load(q, &lo, &hi, &dw);
+            #pragma GCC unroll 8
+            for (int t = 0; t < NT; t++) acc[r][t] = q4_0_step(acc[r][t], lo, hi, dw, L + t);
+        }
+    }
+    #pragma GCC unroll 4
+    for (int r = 0; r < NR; r++)
+        #pragma GCC unroll 8
+        for (int t = 0; t < NT; t++) y[r * ys + t * ldy] = _mm512_reduce_add_ps(acc[r][t]);
+}
+
+/* One row, NT as a constant so the accumulators are registers. */
 static void q4_0_row_tokens(float *y, size_t ldy, const uint8_t *p, const q4_lanes *L, int stride, int nb, int nt) {
     switch (nt) {
-    case 1: q4_0_row(y, ldy, p, L, stride, nb, 1); break;
-    case 2: q4_0_row(y, ldy, p, L, stride, nb, 2); break;
-    case 3: q4_0_row(y, ldy, p, L, stride, nb, 3); break;
-    case 4: q4_0_row(y, ldy, p, L, stride, nb, 4); break;
-    case 5: q4_0_row(y, ldy, p, L, stride, nb, 5); break;
-    case 6: q4_0_row(y, ldy, p, L, stride, nb, 6); break;
-    case 7: q4_0_row(y, ldy, p, L, stride, nb, 7); break;
-    case 8: q4_0_row(y, ldy, p, L, stride, nb, 8); break;
+    case 1: q4_0_rows(y, 0, ldy, p, 0, L, stride, nb, 1, 1); break;
+    case 2: q4_0_rows(y, 0, ldy, p, 0, L, stride, nb, 1, 2); break;
+    case 3: q4_0_rows(y, 0, ldy, p, 0, L, stride, nb, 1, 3); break;
+    case 4: q4_0_rows(y, 0, ldy, p, 0, L, stride, nb, 1, 4); break;
+    case 5: q4_0_rows(y, 0, ldy, p, 0, L, stride, nb, 1, 5); break;
+    case 6: q4_0_rows(y, 0, ldy, p, 0, L, stride, nb, 1, 6); break;
+    case 7: q4_0_rows(y, 0, ldy, p, 0, L, stride, nb, 1, 7); break;
+    case 8: q4_0_rows(y, 0, ldy, p, 0, L, stride, nb, 1, 8); break;
     }
 }
 
@@ -318,7 +371,13 @@ static void matvecs_q4_0(float *Y, size_t ldy, const kiln_qx *qx, int T, const v
     q4_lanes *L = lanes_get(KILN_TYPE_Q4_0, qx, T, sizeof(q4_lanes) * (size_t)((nb + 3) / 4) * T, &ready);
     for (int t = 0; t < T && !ready; t++) q4_0_lanes(L + t, T, qx + t);
     size_t rb = (size_t)nb * 18;
-    for (int i = r0; i < r1; i++)
+    int i = r0;
+    if (T == 1) { /* one token: MV_STREAMS runs of h rows side by side */
+        int h = (r1 - r0) / MV_STREAMS;
+        for (; i < r0 + h; i++) q4_0_rows(Y + i, h, 0, (const uint8_t *)W + rb * i, rb * h, L, 1, nb, MV_STREAMS, 1);
+        i = r0 + MV_STREAMS * h;
+    }
+    for (; i < r1; i++)
         for (int t0 = 0; t0 < T; t0 += nt) {
             int n = T - t0 < nt ? T - t0 : nt;
             q4_0_row_tokens(Y + t0 * ldy + i, ldy, (const uint8_t *)W + rb * i, L + t0, T, nb, n);
@@ -415,6 +474,59 @@ typedef struct {
     float dx;
 } q6k_lanes;
 
+/* The constants of q6_k_block: the high bit pairs of the weights 32 c + l (c = 0..3) are bits 2c, 2c+1
+ * of qh[l]; shifted by word (a byte's neighbour only reaches bits the mask clears) to bits 4-5: c = 0, 1
+ * left by 4 and 2, c = 2, 3 right by 0 and 2, with qh[0..31] in both halves of the register. SIDX[q]
+ * puts the scale of each lane's sub-block of quarter q in the lane. */
+typedef struct {
+    __m512i low, bits45, shl, shr, sidx[4];
+} q6k_consts;
+
+INLINE q6k_consts q6_k_consts(void) {
+    q6k_consts k = {_mm512_set1_epi8(15), _mm512_set1_epi8(0x30),
+                    _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1),
+                    _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1),
+                    {_mm512_setzero_si512()}};
+    for (int q = 0; q < 4; q++) {
+        uint32_t v[16];
+        for (int l = 0; l < 16; l++) v[l] = (uint32_t)(4 * q + l / 4);
+        k.sidx[q] = _mm512_loadu_si512(v);
+    }
+    return k;
+}
+
+/* ACC plus block BLK dotted with the lanes L and activations X of its 256 columns. */
+INLINE __m512 q6_k_block(__m512 acc, const kiln_block_q6_k *blk, const q6k_lanes *L, const int8_t *x,
+                         const q6k_consts *k) {
+    __m512i sc32 = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)blk->scales));
+    __m512i t = _mm512_setzero_si512();
+    for (int h = 0; h < 2; h++) {
+        __m512i ql = load2x32(blk->ql + 64 * h);
+        __m512i H = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(blk->qh + 32 * h)));
+        __m512i ha = _mm512_and_si512(_mm512_sllv_epi16(H, k->shl), k->bits45);
+        __m512i hb = _mm512_and_si512(_mm512_srlv_epi16(H, k->shr), k->bits45);
+        /* (a & 0x0f) | b: ternary-logic table 0xEC */
+        __m512i A = _mm512_ternarylogic_epi32(ql, ha, k->low, 0xEC);
+        __m512i B = _mm512_ternarylogic_epi32(_mm512_srli_epi16(ql, 4), hb, k->low, 0xEC);
+        __m512i sa = _mm512_dpbusd_epi32(L->b0[2 * h], A, _mm512_loadu_si512(x + 128 * h));
+        __m512i sb = _mm512_dpbusd_epi32(L->b0[2 * h + 1], B, _mm512_loadu_si512(x + 128 * h + 64));
+        t = _mm512_add_epi32(t, _mm512_mullo_epi32(sa, _mm512_permutexvar_epi32(k->sidx[2 * h], sc32)));
+        t = _mm512_add_epi32(t, _mm512_mullo_epi32(sb, _mm512_permutexvar_epi32(k->sidx[2 * h + 1], sc32)));
+    }
+    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), _mm512_set1_ps(_cvtsh_ss(blk->d) * L->dx), acc);
+}
+
+/* NR rows of NB blocks, RS blocks apart, from BLK; row r's result to Y[r * YS]. */
+INLINE void q6_k_rows(float *y, size_t ys, const kiln_block_q6_k *blk, size_t rs, const q6k_lanes *L,
+                      const int8_t *x, int nb, const q6k_consts *k, const int NR) {
+    __m512 acc[MV_STREAMS];
+    for (int r = 0; r < NR; r++) acc[r] = _mm512_setzero_ps();
+    for (int b = 0; b < nb; b++)
+        #pragma GCC unroll 4
+        for (int r = 0; r < NR; r++) acc[r] = q6_k_block(acc[r], blk + r * rs + b, L + b, x + 256 * b, k);
+    for (int r = 0; r < NR; r++) y[r * ys] = _mm512_reduce_add_ps(acc[r]);
+}
+
 static void matvec_q6_k(float *y, const kiln_qx *qx, const void *W, int r0, int r1) {
     int nb = qx->k / 256, ready;
     q6k_lanes *L = lanes_get(KILN_TYPE_Q6_K, qx, 1, sizeof(q6k_lanes) * (size_t)nb, &ready);
@@ -426,38 +538,11 @@ static void matvec_q6_k(float *y, const kiln_qx *qx, const void *W, int r0, int 
         }
         L[b].dx = qx->d[b];
     }
-    __m512i sidx[4];
-    for (int q = 0; q < 4; q++) {
-        uint32_t v[16];
-        for (int l = 0; l < 16; l++) v[l] = (uint32_t)(4 * q + l / 4);
-        sidx[q] = _mm512_loadu_si512(v);
-    }
-    const __m512i low = _mm512_set1_epi8(15), two = _mm512_set1_epi8(3);
-    for (int i = r0; i < r1; i++) {
-        const kiln_block_q6_k *blk = (const kiln_block_q6_k *)W + (size_t)nb * i;
-        __m512 acc = _mm512_setzero_ps();
-        for (int b = 0; b < nb; b++) {
-            __m512i sc32 = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)blk[b].scales));
-            const int8_t *x = qx->q + 256 * b;
-            __m512i t = _mm512_setzero_si512();
-            for (int h = 0; h < 2; h++) {
-                __m512i ql = load2x32(blk[b].ql + 64 * h);
-                __m256i qh = _mm256_loadu_si256((const __m256i *)(blk[b].qh + 32 * h));
-                __m512i H = _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1);
-                /* the high bit pairs moved to bits 4-5; then (a & 0x0f) | b: ternary-logic table 0xEC */
-                __m512i ha = _mm512_slli_epi16(_mm512_and_si512(H, two), 4);
-                __m512i hb = _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(H, 4), two), 4);
-                __m512i A = _mm512_ternarylogic_epi32(ql, ha, low, 0xEC);
-                __m512i B = _mm512_ternarylogic_epi32(_mm512_srli_epi16(ql, 4), hb, low, 0xEC);
-                __m512i sa = _mm512_dpbusd_epi32(L[b].b0[2 * h], A, _mm512_loadu_si512(x + 128 * h));
-                __m512i sb = _mm512_dpbusd_epi32(L[b].b0[2 * h + 1], B, _mm512_loadu_si512(x + 128 * h + 64));
-                t = _mm512_add_epi32(t, _mm512_mullo_epi32(sa, _mm512_permutexvar_epi32(sidx[2 * h], sc32)));
-                t = _mm512_add_epi32(t, _mm512_mullo_epi32(sb, _mm512_permutexvar_epi32(sidx[2 * h + 1], sc32)));
-            }
-            acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), _mm512_set1_ps(_cvtsh_ss(blk[b].d) * L[b].dx), acc);
-        }
-        y[i] = _mm512_reduce_add_ps(acc);
-    }
+    const q6k_consts k = q6_k_consts();
+    const kiln_block_q6_k *blk = W;
+    int h = (r1 - r0) / MV_STREAMS, i = r0;
+    for (; i < r0 + h; i++) q6_k_rows(y + i, h, blk + (size_t)nb * i, (size_t)nb * h, L, qx->q, nb, &k, MV_STREAMS);
+    for (i = r0 + MV_STREAMS * h; i < r1; i++) q6_k_rows(y + i, 0, blk + (size_t)nb * i, 0, L, qx->q, nb, &k, 1);
 }
 
 static void matvec(float *y, const kiln_qx *qx, const void *W, int type, int r0, int r1) {

@@ -371,40 +371,55 @@ static void matvecs_rows(const kiln_qkernels *qk, float *Y, size_t ldy, const ki
     }
 }
 
+/* Rows of several matrices that share their activations, numbered one after the other. */
 typedef struct {
     const kiln_qkernels *qk;
-    float *y;
     const kiln_qx *qx;
-    int T;
-    const void *W;
-    int type, N;
+    int T, type, n_parts;
+    const kiln_qpart *parts;
+    size_t t0; /* the first token of this pass: part i's outputs start at its y + t0 * rows */
 } qmatvec_job;
 
 static void qmatvec_chunk(void *job, int r0, int r1, int tid) {
     const qmatvec_job *j = job;
-    matvecs_rows(j->qk, j->y, (size_t)j->N, j->qx, j->T, j->W, j->type, r0, r1);
+    for (int i = 0, first = 0; i < j->n_parts && first < r1; first += j->parts[i++].rows) {
+        const kiln_qpart *p = &j->parts[i];
+        int a = r0 > first ? r0 - first : 0, b = r1 - first < p->rows ? r1 - first : p->rows;
+        if (a < b) matvecs_rows(j->qk, p->y + j->t0 * p->rows, (size_t)p->rows, j->qx, j->T, p->w, j->type, a, b);
+    }
 }
 
-void kiln_qmatmul_with(const kiln_qkernels *qk, float *Y, const float *X, const void *W, int type, int T, int N,
-                       int K) {
-    if (T <= 0 || N <= 0) return;
+void kiln_qmatmul_parts_with(const kiln_qkernels *qk, int n_parts, const kiln_qpart *parts, const float *X, int type,
+                             int T, int K) {
+    if (T <= 0) return;
     if (T > qk->matvecs_max && qk->tile) {
-        qgemm(qk, Y, X, W, type, T, N, K);
+        for (int i = 0; i < n_parts; i++)
+            if (parts[i].rows > 0) qgemm(qk, parts[i].y, X, parts[i].w, type, T, parts[i].rows, K);
         return;
     }
+    int rows = 0;
+    for (int i = 0; i < n_parts; i++) rows += parts[i].rows > 0 ? parts[i].rows : 0;
+    if (rows == 0) return;
     kiln_qx *qx = vec_qx; /* the calling thread's, read by every thread of the loop */
     for (int t0 = 0; t0 < T; t0 += KILN_QMATVECS_MAX) { /* decode, short batches, prefill on the scalar table */
         int nt = T - t0 < KILN_QMATVECS_MAX ? T - t0 : KILN_QMATVECS_MAX;
         for (int t = 0; t < nt; t++) qk->quantize_x(qx + t, X + (size_t)(t0 + t) * K, type, K);
-        float *y = Y + (size_t)t0 * N;
+        qmatvec_job j = {qk, qx, nt, type, n_parts, parts, (size_t)t0};
         /* Below ~128K weights handing out chunks costs more than the second thread saves. */
-        if ((int64_t)N * K < (1 << 17)) {
-            matvecs_rows(qk, y, (size_t)N, qx, nt, W, type, 0, N);
-            continue;
-        }
-        qmatvec_job j = {qk, y, qx, nt, W, type, N};
-        kiln_pool_rows(N, kiln_quant_row_bytes(type, K), qmatvec_chunk, &j);
+        if ((int64_t)rows * K < (1 << 17)) qmatvec_chunk(&j, 0, rows, 0);
+        else kiln_pool_rows(rows, kiln_quant_row_bytes(type, K), qmatvec_chunk, &j);
     }
+}
+
+void kiln_qmatmul_parts(int n_parts, const kiln_qpart *parts, const float *X, int type, int T, int K) {
+    kiln_qmatmul_parts_with(kiln_qkernels_active(), n_parts, parts, X, type, T, K);
+}
+
+void kiln_qmatmul_with(const kiln_qkernels *qk, float *Y, const float *X, const void *W, int type, int T, int N,
+                       int K) {
+    if (N <= 0) return;
+    kiln_qpart p = {Y, W, N};
+    kiln_qmatmul_parts_with(qk, 1, &p, X, type, T, K);
 }
 
 void kiln_qmatmul(float *Y, const float *X, const void *W, int type, int T, int N, int K) {

@@ -76,6 +76,9 @@ const kiln_qkernels *kiln_qkernels_for(const char *isa);
 void kiln_qmatmul_with(const kiln_qkernels *qk, float *Y, const float *X, const void *W, int type, int T, int N,
                        int K);
 void kiln_qmatmul(float *Y, const float *X, const void *W, int type, int T, int N, int K);
+/* kiln_qmatmul_parts (quant.h) with one table. */
+void kiln_qmatmul_parts_with(const kiln_qkernels *qk, int n_parts, const kiln_qpart *parts, const float *X, int type,
+                             int T, int K);
 
 /* Column offset that makes a stored weight of TYPE an unsigned byte, and the columns per unit. */
 int kiln_qpack_offset(int type);

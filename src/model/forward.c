@@ -7,7 +7,9 @@
 #include <sys/mman.h>
 
 #include "base/error.h"
+#include "base/pool.h"
 #include "kernels/kernels.h"
+#include "kernels/quant.h"
 #include "model/transformer.h"
 
 enum { MAX_BATCH = 512 }; /* prefill runs in chunks of this many tokens: bounds scratch memory */
@@ -99,6 +101,21 @@ static void matmul(float *y, const float *x, const kiln_mat *w, int T) {
     kiln_matmul(y, x, w->data, w->type, T, w->rows, w->cols);
 }
 
+/* The products of X with N matrices that share it (q, k, v; gate, up). Quantized ones of one type run
+ * together (kiln_qmatmul_parts): X is quantized once and a decode step hands their rows to the worker
+ * pool as one loop, one join instead of N. Each result is bit for bit its own matmul's. */
+static void matmuls(int n, float *const *y, const float *x, const kiln_mat *const *w, int T) {
+    int together = n <= 3 && kiln_quant_block(w[0]->type) > 0;
+    for (int i = 1; i < n; i++) together = together && w[i]->type == w[0]->type && w[i]->cols == w[0]->cols;
+    if (!together) {
+        for (int i = 0; i < n; i++) matmul(y[i], x, w[i], T);
+        return;
+    }
+    kiln_qpart parts[3];
+    for (int i = 0; i < n; i++) parts[i] = (kiln_qpart){y[i], w[i]->data, w[i]->rows};
+    kiln_qmatmul_parts(n, parts, x, w[0]->type, T, w[0]->cols);
+}
+
 static void embed(const kiln_config *c, const kiln_weights *w, float *x, float *row, const int32_t *tokens, int T,
                   int pos0) {
     size_t rb = kiln_row_bytes(w->tok_embd.type, c->dim);
@@ -131,11 +148,41 @@ static void rope_rows(const kiln_config *c, kiln_state *s, float *k, int T, int 
     }
 }
 
+/* One token's attention over keys and values KC, VC (FIRST its first position, POS its own). */
+typedef struct {
+    const kiln_config *c;
+    kiln_state *s;
+    const float *kc, *vc;
+    int first, pos;
+    float scale;
+} token_attention;
+
+/* Key-value heads G0..G1-1 of a token_attention, with their groups of query heads. */
+static void attend_kv_heads(void *p, int g0, int g1, int tid) {
+    const token_attention *a = p;
+    const kiln_config *c = a->c;
+    int group = c->n_heads / c->n_kv_heads, kvdim = c->n_kv_heads * c->head_dim;
+    size_t q = (size_t)g0 * group * c->head_dim, o = (size_t)a->first * kvdim + (size_t)g0 * c->head_dim;
+    kiln_attention(a->s->att + q, a->s->q + q, a->kc + o, a->vc + o, 1, a->pos - a->first, (g1 - g0) * group,
+                   g1 - g0, c->head_dim, kvdim, a->scale);
+}
+
+/* A decoded token's attention reads its whole cache: 6 MB per token of the 110M model at 80 positions,
+ * read by the calling thread alone (kiln_attention keeps one thread below ~100K multiply-adds a layer,
+ * 130 positions of that model) while the workers wait for the next product. From this many multiply-adds
+ * a layer the key-value heads are split between the threads instead; each head's result is the same. */
+enum { TOKEN_ATTENTION_SPLIT_FROM = 1 << 14 };
+
 /* Causal attention of the T new queries; with a sliding window each query sees only the last
  * sliding_window positions, so each runs against its own slice of the cache. */
 static void attend(const kiln_config *c, kiln_state *s, const float *kc, const float *vc, int T, int pos0) {
     int qdim = c->n_heads * c->head_dim, kvdim = c->n_kv_heads * c->head_dim, W = c->sliding_window;
     float scale = 1.0f / sqrtf((float)c->head_dim);
+    if (T == 1 && c->n_kv_heads > 1 && (double)c->n_heads * (pos0 + 1) * c->head_dim >= TOKEN_ATTENTION_SPLIT_FROM) {
+        token_attention a = {c, s, kc, vc, W && pos0 + 1 > W ? pos0 - W + 1 : 0, pos0, scale};
+        kiln_pool_for(c->n_kv_heads, 1, attend_kv_heads, &a);
+        return;
+    }
     if (!W || pos0 + T <= W) {
         kiln_attention(s->att, s->q, kc, vc, T, pos0, c->n_heads, c->n_kv_heads, c->head_dim, kvdim, scale);
         return;
@@ -154,9 +201,7 @@ static void attention_block(const kiln_config *c, const kiln_layer_weights *L, k
     float *kc = s->k_cache + (size_t)layer * s->n_ctx * kvdim, *vc = s->v_cache + (size_t)layer * s->n_ctx * kvdim;
     float *k = kc + (size_t)pos0 * kvdim, *v = vc + (size_t)pos0 * kvdim; /* new rows go straight into the cache */
     norm_rows(c, s->xb, s->x, L->attn_norm, L->attn_norm_b, T);
-    matmul(s->q, s->xb, &L->wq, T);
-    matmul(k, s->xb, &L->wk, T);
-    matmul(v, s->xb, &L->wv, T);
+    matmuls(3, (float *[]){s->q, k, v}, s->xb, (const kiln_mat *[]){&L->wq, &L->wk, &L->wv}, T);
     add_bias(s->q, L->bq, T, qdim);
     add_bias(k, L->bk, T, kvdim);
     add_bias(v, L->bv, T, kvdim);
@@ -175,12 +220,10 @@ static void mlp_block(const kiln_config *c, const kiln_layer_weights *L, kiln_st
     size_t n = (size_t)T * c->ffn_dim;
     norm_rows(c, s->xb, s->x, L->ffn_norm, L->ffn_norm_b, T);
     if (c->act == KILN_ACT_SWIGLU) {
-        matmul(s->hb, s->xb, &L->w_gate, T);
-        matmul(s->hb2, s->xb, &L->w_up, T);
+        matmuls(2, (float *[]){s->hb, s->hb2}, s->xb, (const kiln_mat *[]){&L->w_gate, &L->w_up}, T);
         kiln_swiglu(s->hb, s->hb2, (int)n);
     } else if (c->act == KILN_ACT_GEGLU) {
-        matmul(s->hb, s->xb, &L->w_gate, T);
-        matmul(s->hb2, s->xb, &L->w_up, T);
+        matmuls(2, (float *[]){s->hb, s->hb2}, s->xb, (const kiln_mat *[]){&L->w_gate, &L->w_up}, T);
         kiln_gelu(s->hb, (int)n);
         for (size_t i = 0; i < n; i++) s->hb[i] *= s->hb2[i];
     } else {
@@ -212,9 +255,36 @@ static void populate_batch(const kiln_config *c, kiln_state *s, int T, int pos0)
     }
 }
 
+/* Faulting in the pages of the KV cache ahead of a decode. A decoded token writes a new row of every
+ * layer's keys and values: for the 110M model 24 rows of 3 KiB, a new 4 KiB page every 1.3 rows, ~18
+ * page faults per token at ~10 us each on a virtual machine (5% of a 2-thread Q8_0 decode's samples in
+ * perf). Faulting the next rows of each layer in at once takes one system call per layer's keys or values
+ * every ~20 tokens. Ahead goes as many rows as the context has run in short batches before (at most
+ * KV_AHEAD_BYTES of each layer's keys or values), so what is faulted in and not used stays below what is
+ * used, and the branches of a fork (kiln_fork_new), whose caches are copy-on-write mappings, copy only
+ * pages they go on to write. Fewer than KV_POPULATE_MIN_BYTES are left to fault. */
+enum { KV_AHEAD_BYTES = 64 << 10, KV_POPULATE_MIN_BYTES = 16 << 10 };
+
+static void populate_kv_ahead(const kiln_config *c, kiln_state *s, int pos0, int T) {
+    int end = pos0 + T, before = s->kv_decoded;
+    s->kv_decoded = before < s->n_ctx - T ? before + T : s->n_ctx; /* only ever compared with a few rows */
+    if (end <= s->kv_populated) return;
+    size_t kvdim = (size_t)c->n_kv_heads * c->head_dim, row = kvdim * sizeof(float);
+    int most = row >= KV_AHEAD_BYTES ? 1 : (int)(KV_AHEAD_BYTES / row), ahead = before < most ? before : most;
+    int from = pos0 > s->kv_populated ? pos0 : s->kv_populated, to = end + ahead < s->n_ctx ? end + ahead : s->n_ctx;
+    if ((size_t)(to - from) * row < KV_POPULATE_MIN_BYTES) return;
+    for (int l = 0; l < c->n_layers; l++) {
+        size_t o = ((size_t)l * s->n_ctx + from) * kvdim;
+        populate(s->k_cache + o, (size_t)(to - from) * kvdim);
+        populate(s->v_cache + o, (size_t)(to - from) * kvdim);
+    }
+    s->kv_populated = to;
+}
+
 static void forward_chunk(const kiln_config *c, const kiln_weights *w, kiln_state *s, const int32_t *tokens, int T,
                           int pos0, float *logits, int all) {
     if (T >= POPULATE_FROM) populate_batch(c, s, T, pos0);
+    else populate_kv_ahead(c, s, pos0, T);
     embed(c, w, s->x, s->row, tokens, T, pos0);
     for (int l = 0; l < c->n_layers; l++) {
         attention_block(c, &w->layers[l], s, l, T, pos0);

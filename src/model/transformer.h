@@ -48,6 +48,8 @@ typedef struct {
     float rope_mscale;                      /* factor on cos and sin: set on the first forward pass */
     float *rope_cos, *rope_sin;
     int rope_ready;
+    int kv_populated, kv_decoded;           /* positions of the KV cache faulted in ahead (forward.c), and
+                                               positions run in short batches */
 } kiln_state;
 
 /* Checks that the settings are consistent (heads divide, dims positive, ...). -1 with a message. */
