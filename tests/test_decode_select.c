@@ -356,3 +356,90 @@ TEST(histogram_bounds_bracket_the_crossing_of_a_cut_by_distance) {
     }
     free(x), free(w);
 }
+
+/* Top-p is the same cut with the center at the top: the distance |TOP - x| is TOP - x. */
+TEST(histogram_bounds_with_the_center_at_the_top_bracket_the_crossing_of_top_p) {
+    kiln_rng r;
+    kiln_rng_seed(&r, 43);
+    int n = 30001;
+    float *x = malloc(sizeof(float) * n), *w = malloc(sizeof(float) * n);
+    static decode_hist h;
+    for (int shape = 0; shape < 3; shape++) {
+        for (int i = 0; i < n; i++) {
+            float u = kiln_rng_f32(&r);
+            x[i] = shape == 0 ? -1.2f * logf(1 + u * n) : shape == 1 ? u * 0.5f : (float)(int)(u * 30) / 8;
+        }
+        float max = -INFINITY;
+        for (int i = 0; i < n; i++) max = fmaxf(max, x[i]);
+        double total = decode_exp(w, x, max, n);
+        decode_hist_build(&h, x, w, max, n, 1);
+        for (int t = 1; t <= 9; t += 4) {
+            double target = total * t / 10;
+            decode_band_bounds b = decode_hist_bounds(&h, max, max, target, 0, 7);
+            double inside = 0, within = 0;
+            int up_to_far = 0;
+            for (int i = 0; i < n; i++) {
+                CHECK(fabsf(max - x[i]) == max - x[i]);
+                inside += max - x[i] < b.near ? w[i] : 0;
+                within += max - x[i] <= b.far ? w[i] : 0;
+                up_to_far += max - x[i] <= b.far;
+            }
+            CHECKF(inside < target && within >= target, "shape %d target %d/10: %g below, %g within, of %g", shape, t,
+                   inside, within, target);
+            CHECKF(up_to_far >= 7 && up_to_far <= b.est, "shape %d: %d tokens up to far, estimate %g", shape,
+                   up_to_far, b.est);
+        }
+    }
+    free(x), free(w);
+}
+
+TEST(remove_below_matches_a_plain_loop_and_leaves_removed_tokens_alone) {
+    kiln_rng r;
+    kiln_rng_seed(&r, 47);
+    int nmax = 30001;
+    float *x = malloc(sizeof(float) * nmax), *w = malloc(sizeof(float) * nmax);
+    float *x2 = malloc(sizeof(float) * nmax), *w2 = malloc(sizeof(float) * nmax);
+    const float mins[] = {-20.0f, -3.0f, 1.0f, 10.0f};
+    for (int s = 0; s < N_SIZES; s++)
+        for (int m = 0; m < 4; m++)
+            for (int weighted = 0; weighted < 2; weighted++) {
+                int n = sizes[s];
+                make_band_logits(x, w, n, &r);
+                if (m == 0 && n > 300) x[299] = -25.0f; /* one token to remove in a group of none */
+                for (int i = 0; i < n; i++) w[i] = isinf(x[i]) ? 0 : w[i];
+                memcpy(x2, x, sizeof(float) * n), memcpy(w2, w, sizeof(float) * n);
+                decode_remove_below(x2, weighted ? w2 : NULL, n, mins[m]);
+                for (int i = 0; i < n; i++) {
+                    int out = !(x[i] >= mins[m]);
+                    CHECKF(out ? x2[i] == -INFINITY : memcmp(&x2[i], &x[i], 4) == 0, "n %d min %g: token %d", n,
+                           mins[m], i);
+                    CHECKF(w2[i] == (out && weighted ? 0 : w[i]), "n %d min %g: weight %d", n, mins[m], i);
+                }
+            }
+    free(x), free(w), free(x2), free(w2);
+}
+
+TEST(dot_of_taken_weights_matches_exp_dot_and_its_avx512_version_the_portable_one_to_the_bit) {
+    kiln_rng r;
+    kiln_rng_seed(&r, 53);
+    int nmax = 70001;
+    float *x = malloc(sizeof(float) * nmax), *e = malloc(sizeof(float) * nmax);
+    const int lens[] = {1, 15, 16, 17, 255, 256, 257, 4095, 4096, 4097, 8191, 70001};
+    for (int s = 0; s < 12; s++) {
+        int n = lens[s];
+        for (int i = 0; i < n; i++) x[i] = i % 7 == 3 ? -INFINITY : kiln_rng_f32(&r) * 30 - 25;
+        if (n > 40) x[21] = NAN;
+        double dot, dot_of;
+        decode_exp_dot(e, x, 0.5f, n, &dot);
+        dot_of = decode_exp_dot_of(x, e, 0.5f, n);
+        CHECKF(isnan(dot) || fabs(dot - dot_of) <= 1e-5 * fabs(dot), "n %d: %.9g, exp_dot %.9g", n, dot_of, dot);
+        if (!decode_use_avx512()) continue;
+        double a = decode_exp_dot_of_avx512(x, e, 0.5f, n), g = decode_exp_dot_of_generic(x, e, 0.5f, n);
+        CHECKF(memcmp(&a, &g, sizeof a) == 0, "n %d: avx512 %.17g, generic %.17g", n, a, g);
+        for (int i = 0; i < n; i++) x[i] = isnan(x[i]) ? 0 : x[i]; /* and without the NaN: the bits of a number */
+        decode_exp(e, x, 0.5f, n);
+        a = decode_exp_dot_of_avx512(x, e, 0.5f, n), g = decode_exp_dot_of_generic(x, e, 0.5f, n);
+        CHECKF(memcmp(&a, &g, sizeof a) == 0, "n %d: avx512 %.17g, generic %.17g", n, a, g);
+    }
+    free(x), free(e);
+}

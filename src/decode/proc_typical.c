@@ -6,10 +6,10 @@
  * The selection first runs over the tokens within GAP nats of the most probable one. Every other token
  * has s > s_min + GAP, so it ranks after any token closer to H than s_min + GAP - H: when the crossing
  * found among the near tokens is closer than that, it is the crossing of the whole vocabulary. Otherwise
- * a cut by distance from the center c = s_shift - H (|s - H| = |c - logit|: the typical set is the logits
- * nearest a constant) bounds the crossing with a histogram of the logits, sums the weight inside the
- * bounds and selects among the sliver between them, token by token, in three passes over the vocabulary
- * (histogram, band, removal) on top of the max and the exponentials. */
+ * cands_cut, by distance from the center c = s_shift - H (|s - H| = |c - logit|: the typical set is the
+ * logits nearest a constant), bounds the crossing with a histogram of the logits, sums the weight inside
+ * the bounds and selects among the sliver between them, token by token, in three passes over the
+ * vocabulary (histogram, band, removal) on top of the max and the exponentials. */
 #include <math.h>
 
 #include "base/error.h"
@@ -34,14 +34,7 @@ static double weighted_logits(const decode_cands *c, float max) {
             if (x[c->ids[i]] > -INFINITY) dot += e[c->ids[i]] * (x[c->ids[i]] - max);
         return dot;
     }
-    for (int b = 0; b < c->n_vocab; b += 256) {
-        int end = c->n_vocab - b < 256 ? c->n_vocab : b + 256;
-        float block = 0;
-#pragma omp simd reduction(+ : block)
-        for (int i = b; i < end; i++) block += x[i] > -INFINITY ? e[i] * (x[i] - max) : 0.0f;
-        dot += block;
-    }
-    return dot;
+    return decode_exp_dot_of(x, e, max, c->n_vocab);
 }
 
 /* H = -sum p log p = log S - sum e (l - max) / S over the candidates, S = sum e; sets *TOTAL to S. When
@@ -74,65 +67,6 @@ static int select_typical(decode_cands *c, int n, double target, double h, doubl
     return m;
 }
 
-/* The cut over dense candidates: cands_cut's for typical-p (processor.c; the same bounds, sliver and
- * selection, so the same tokens, weights and total to the bit), its passes over the vocabulary those of
- * select.c (decode_band, decode_remove_marked), which have AVX-512 versions. Large vocabularies first try
- * bounds from an estimated histogram (decode_hist_sample: one block of 16 tokens in CUT_SAMPLE, and every
- * token weighing CUT_HEAVY of the target, which sampling would misjudge), widened by CUT_SLACK of the
- * target; when the crossing turns out to lie outside them (or with a small vocabulary), the exact
- * histogram's bounds; when only rounding made those fail, or min_tokens_to_keep reaches beyond them, every
- * candidate an item. */
-enum { CUT_SAMPLED_FROM = 16384, CUT_SAMPLE = 16 };
-#define CUT_HEAVY 2e-5
-#define CUT_SLACK 0.002
-
-/* The cut within the bounds from H: 0, changing nothing, when the crossing lies outside them. */
-static int cut_within(decode_cands *c, const decode_hist *h, float max, float center, double target, int keep_min,
-                      double slack) {
-    decode_band_bounds b = decode_hist_bounds(h, max, center, target, slack, keep_min);
-    int list = b.est <= c->n_vocab / 32; /* collecting more costs more than the passes over dense ones */
-    float *x = c->logits, *w = c->s->prob;
-    int32_t *ids = c->s->ids;
-    double mass_near;
-    uint16_t *beyond = list ? NULL : (uint16_t *)(void *)c->s->key; /* scratch of vocabulary size */
-    int count_near;
-    int n = decode_band(x, w, c->n_vocab, center, b.near, b.far, list, ids, &mass_near, &count_near, beyond);
-    decode_item *it = c->s->items;
-    for (int i = 0; i < n; i++) it[i] = (decode_item){-fabsf(center - x[ids[i]]), w[ids[i]], ids[i]};
-    if (list) { /* every token up to FAR an item: the kept ones become the list */
-        if (decode_items_mass(it, n) < target || n < keep_min) return 0;
-        int m = cands_select(it, n, target, keep_min, 1);
-        for (int i = 0; i < m; i++) ids[i] = it[i].id;
-        cands_keep(c, m);
-        return 1;
-    }
-    double rest = target - mass_near; /* what the sliver between NEAR and FAR adds */
-    if (rest <= 0 || decode_items_mass(it, n) < rest || count_near + n < keep_min) return 0;
-    int m = cands_select(it, n, rest, keep_min - count_near, 1);
-    decode_remove_marked(x, w, c->n_vocab, beyond);
-    for (int j = m; j < n; j++) x[it[j].id] = -INFINITY, w[it[j].id] = 0;
-    c->total = mass_near + decode_items_mass(it, m);
-    return 1;
-}
-
-static void cut(decode_cands *c, float max, float center, double target, int keep_min) {
-    decode_hist h;
-    if (c->n_vocab >= CUT_SAMPLED_FROM) {
-        /* the weights are exp(logit - max) <= 1: a heavier bound makes none heavy, and the scan for them goes */
-        float heavy = (float)(target * CUT_HEAVY);
-        decode_hist_sample(&h, c->logits, c->s->prob, max, c->n_vocab, CUT_SAMPLE, heavy > 1 ? INFINITY : heavy);
-        if (cut_within(c, &h, max, center, target, keep_min, target * CUT_SLACK)) return;
-    }
-    decode_hist_build(&h, c->logits, c->s->prob, max, c->n_vocab, keep_min > 1);
-    if (cut_within(c, &h, max, center, target, keep_min, 0)) return;
-    int n = cands_items(c);
-    decode_item *it = c->s->items;
-    for (int i = 0; i < n; i++) it[i].key = -fabsf(center - it[i].key);
-    int m = cands_select(it, n, target, keep_min, 1);
-    for (int i = 0; i < m; i++) c->s->ids[i] = it[i].id;
-    cands_keep(c, m);
-}
-
 static void apply(const kiln_gen_params *p, const decode_history *h, decode_cands *c) {
     float max = cands_max(c);
     if (max == -INFINITY) return;
@@ -141,9 +75,7 @@ static void apply(const kiln_gen_params *p, const decode_history *h, decode_cand
     int keep_min = p->min_tokens_to_keep;
     int32_t *near = c->s->ids;
     int n = -1, cap = c->n_vocab / 32;
-    /* counted before collected: most of a flat vocabulary is near, and collecting is what costs */
-    if (c->n == c->n_vocab && decode_count_ge(c->logits, c->n_vocab, max - GAP, cap) >= 0)
-        n = cands_collect_ge(c, max - GAP, cap, near);
+    if (c->n == c->n_vocab) n = cands_collect_ge(c, max - GAP, cap, near);
     if (n >= 0 && n < c->n && n >= keep_min) { /* few: else the cut costs less */
         double mass = decode_sum_ids(c->s->prob, near, n);
         if (mass >= target) {
@@ -155,7 +87,7 @@ static void apply(const kiln_gen_params *p, const decode_history *h, decode_cand
             }
         }
     }
-    if (c->n == c->n_vocab) return cut(c, max, (float)(s_shift - ent), target, keep_min);
+    if (c->n == c->n_vocab) return cands_cut(c, max, 1, (float)(s_shift - ent), target, keep_min);
     cands_keep(c, select_typical(c, cands_items(c), target, ent, s_shift, keep_min, &farthest));
 }
 

@@ -198,8 +198,17 @@ int cands_argmax(const decode_cands *c) {
     return i;
 }
 
+int cands_many_ge(const decode_cands *c, float min, int cap) {
+    enum { FIRST = 4096 };
+    int first = c->n_vocab < FIRST ? c->n_vocab : FIRST;
+    return (double)decode_count_ge(c->logits, first, min, first) * c->n_vocab / first > cap;
+}
+
 int cands_collect_ge(const decode_cands *c, float min, int cap, int32_t *out) {
     enum { BLOCK = 4096 }; /* blocks of this many keep the vectorised scan and stop early */
+    /* counted before collected when most of the vocabulary looks to be there (flat logits): collecting
+     * up to CAP only to find them too many writes CAP ids */
+    if (cands_many_ge(c, min, cap) && decode_count_ge(c->logits, c->n_vocab, min, cap) < 0) return -1;
     int k = 0;
     for (int b = 0; b < c->n_vocab && k <= cap; b += BLOCK) {
         int len = c->n_vocab - b < BLOCK ? c->n_vocab - b : BLOCK;
@@ -231,163 +240,6 @@ int cands_select(decode_item *it, int n, double target, int keep_min, int ties) 
 
 /* ---- cands_cut ---- */
 
-enum { LANES = DECODE_LANES };
-
-/* How far from CENTER the logits of bucket J lie, at least (LO) and at most (HI), widened by MARGIN. */
-static void bucket_reach(float top, double center, int j, double margin, double *lo, double *hi) {
-    double xh = top - j / (double)DECODE_BUCKETS_PER_NAT;
-    double xl = j == DECODE_BUCKETS - 1 ? -INFINITY : top - (j + 1) / (double)DECODE_BUCKETS_PER_NAT;
-    double near = xl > center ? xl - center : xh < center ? center - xh : 0;
-    *lo = near - margin > 0 ? near - margin : 0;
-    *hi = fmax(xh - center, center - xl) + margin;
-}
-
-/* Walking the buckets by DIST (their reach, growing away from the bucket JC holding the center on both
- * sides), the distance at which the walked ones weigh TARGET (or, with BY_COUNT, hold TARGET tokens);
- * INFINITY when all of them do not. */
-static double reach_at(const decode_hist *h, const double *dist, int jc, double target, int by_count) {
-    int l = jc, r = jc + 1;
-    double acc = 0;
-    while (l >= 0 || r < DECODE_BUCKETS) {
-        int j = r >= DECODE_BUCKETS || (l >= 0 && dist[l] <= dist[r]) ? l-- : r++;
-        acc += by_count ? h->count[j] : h->mass[j];
-        if (acc >= target) return dist[j];
-    }
-    return INFINITY;
-}
-
-/* The smallest float >= D (UP) or the largest <= D: "float < D" is "float < that" (and "> D", "> it"). */
-static float float_bound(double d, int up) {
-    float f = (float)d;
-    if (up && (double)f < d) f = nextafterf(f, INFINITY);
-    if (!up && (double)f > d) f = nextafterf(f, -INFINITY);
-    return f;
-}
-
-/* The distance that ranks a token (smaller first): |CENTER - x| for typical-p, TOP - x for top-p. */
-static inline float reach(float x, int typical, float center, float top) {
-    return typical ? fabsf(center - x) : top - x;
-}
-
-typedef decode_vfloat vfloat;
-typedef decode_vint vint;
-
-static inline vfloat reach_lanes(vfloat x, int typical, float center, float top) {
-    return typical ? (vfloat)((vint)(center - x) & 0x7fffffff) : top - x;
-}
-
-/* One pass over dense candidates: the weight and count of the tokens nearer than NEAR (kept whatever
- * the crossing), and items (key: logit, or minus the distance for typical-p) of those from NEAR to FAR
- * (LIST: of every token up to FAR) into c->s->items; returns how many items. Vector lanes; a block with
- * no item to write costs only its vector part. Inlined with constant TYPICAL and LIST. */
-static inline __attribute__((always_inline)) int classify(decode_cands *c, const int typical, float center, float top,
-                                                          float near, float far, const int list, double *mass_near,
-                                                          int *count_near) {
-    const float *x = c->logits, *w = c->s->prob;
-    decode_item *it = c->s->items;
-    int n = c->n_vocab, k = 0, count = 0, i = 0, blocks = 0;
-    decode_vdouble mass_lanes = {0};
-    vfloat acc = {0}, zero = {0};
-    vint cnt = {0};
-    for (; i + LANES <= n; i += LANES) {
-        vfloat v, e;
-        memcpy(&v, x + i, sizeof v);
-        memcpy(&e, w + i, sizeof e);
-        vfloat d = reach_lanes(v, typical, center, top);
-        vint in = d < near, take = (d <= far) & (v > -INFINITY);
-        if (!list) take &= d >= near;
-        acc += (vfloat)((vint)e & in);
-        cnt -= in;
-        if (++blocks % 16 == 0) {
-            mass_lanes += decode_lanes_widen(acc);
-            acc = zero;
-        }
-        if (!decode_any_lane(take)) continue;
-        for (int j = 0; j < LANES; j++) {
-            it[k] = (decode_item){typical ? -d[j] : v[j], e[j], i + j};
-            k -= take[j];
-        }
-    }
-    double mass = decode_lanes_total(mass_lanes + decode_lanes_widen(acc));
-    for (int j = 0; j < LANES; j++) count += cnt[j];
-    for (; i < n; i++) {
-        float d = reach(x[i], typical, center, top);
-        mass += d < near ? w[i] : 0.0f;
-        count += d < near;
-        it[k] = (decode_item){typical ? -d : x[i], w[i], i};
-        k += (list || d >= near) & (d <= far) & (x[i] > -INFINITY);
-    }
-    *mass_near = mass;
-    *count_near = count;
-    return k;
-}
-
-static int cut_classify(decode_cands *c, int typical, float center, float top, float near, float far, int list,
-                        double *mass_near, int *count_near) {
-    if (typical)
-        return list ? classify(c, 1, center, top, near, far, 1, mass_near, count_near)
-                    : classify(c, 1, center, top, near, far, 0, mass_near, count_near);
-    return list ? classify(c, 0, center, top, near, far, 1, mass_near, count_near)
-                : classify(c, 0, center, top, near, far, 0, mass_near, count_near);
-}
-
-/* The exact cut for when the bounds do not hold (only rounding can make them fail) or min_tokens_to_keep
- * reaches beyond them: every finite candidate an item. */
-static void cut_all(decode_cands *c, int typical, float center, double target, int keep_min) {
-    int n = cands_items(c);
-    decode_item *it = c->s->items;
-    if (typical)
-        for (int i = 0; i < n; i++) it[i].key = -fabsf(center - it[i].key);
-    int m = cands_select(it, n, target, keep_min, typical);
-    for (int i = 0; i < m; i++) c->s->ids[i] = it[i].id;
-    cands_keep(c, m);
-}
-
-/* The cut with bounds from the histogram H, widened by SLACK in weight when H is an estimate. Returns 0,
- * changing nothing, when the crossing turns out to lie outside them. */
-static int cut_within(decode_cands *c, const decode_hist *h, float max, int typical, float center, double target,
-                      int keep_min, double slack) {
-    /* Bucket edges and each token's distance are rounded: bounds widened well past the rounding. */
-    double margin = 1.0 / 256 + 1e-6 * (fabs(max) + fabs(center)), lo[DECODE_BUCKETS], hi[DECODE_BUCKETS];
-    for (int j = 0; j < DECODE_BUCKETS; j++) bucket_reach(max, center, j, margin, &lo[j], &hi[j]);
-    double jc_at = floor(((double)max - center) * DECODE_BUCKETS_PER_NAT);
-    int jc = jc_at < DECODE_BUCKETS - 1 ? (int)jc_at : DECODE_BUCKETS - 1;
-    /* Tokens nearer than NEAR weigh less than the target, tokens up to FAR reach it: the crossing lies
-     * between. With min_tokens_to_keep, FAR also reaches that many tokens. */
-    double near = reach_at(h, lo, jc, target - slack, 0), far = reach_at(h, hi, jc, target + slack, 0);
-    if (keep_min > 1) far = fmax(far, reach_at(h, hi, jc, keep_min, 1));
-    /* Tokens up to FAR, at most: a weight in bucket j is at least exp(-(j + 1) / 64); the last bucket's
-     * have no such bound. */
-    double est = lo[DECODE_BUCKETS - 1] <= far ? c->n_vocab : 0, step = exp(1 / DECODE_BUCKETS_PER_NAT), inv = step;
-    for (int j = 0; j < DECODE_BUCKETS - 1; j++, inv *= step) est += lo[j] <= far ? h->mass[j] * inv : 0;
-    int list = est <= c->n_vocab / 32; /* collecting more costs more than the passes over dense ones */
-    float near_f = float_bound(near, 1), far_f = float_bound(far, 0);
-    double mass_near;
-    int count_near;
-    int n = cut_classify(c, typical, center, max, near_f, far_f, list, &mass_near, &count_near);
-    decode_item *it = c->s->items;
-    if (list) {
-        if (decode_items_mass(it, n) < target || n < keep_min) return 0;
-        int m = cands_select(it, n, target, keep_min, typical);
-        for (int i = 0; i < m; i++) c->s->ids[i] = it[i].id;
-        cands_keep(c, m);
-        return 1;
-    }
-    double rest = target - mass_near;
-    if (rest <= 0 || decode_items_mass(it, n) < rest || count_near + n < keep_min) return 0;
-    int m = cands_select(it, n, rest, keep_min - count_near, typical);
-    float *x = c->logits, *w = c->s->prob;
-#pragma omp simd
-    for (int i = 0; i < c->n_vocab; i++) {
-        int out = reach(x[i], typical, center, max) > far_f;
-        x[i] = out ? -INFINITY : x[i];
-        w[i] = out ? 0.0f : w[i];
-    }
-    for (int j = m; j < n; j++) x[it[j].id] = -INFINITY, w[it[j].id] = 0;
-    c->total = mass_near + decode_items_mass(it, m);
-    return 1;
-}
-
 /* Large vocabularies first try bounds from an estimated histogram (decode_hist_sample: one block of 16
  * tokens in CUT_SAMPLE, and every token weighing CUT_HEAVY of the target, which sampling would misjudge),
  * widened by CUT_SLACK of the target: an exact histogram costs a scattered update per token, most of the
@@ -396,13 +248,57 @@ enum { CUT_SAMPLED_FROM = 16384, CUT_SAMPLE = 16 };
 #define CUT_HEAVY 2e-5
 #define CUT_SLACK 0.002
 
+/* The cut within the bounds from H: 0, changing nothing, when the crossing lies outside them. The
+ * distance |CENTER - x| is TOP - x for top-p (CENTER = TOP), so one band serves both; only the items'
+ * key differs. */
+static int cut_within(decode_cands *c, const decode_hist *h, float max, int typical, float center, double target,
+                      int keep_min, double slack) {
+    decode_band_bounds b = decode_hist_bounds(h, max, center, target, slack, keep_min);
+    int list = b.est <= c->n_vocab / 32; /* collecting more costs more than the passes over dense ones */
+    float *x = c->logits, *w = c->s->prob;
+    int32_t *ids = c->s->ids;
+    double mass_near;
+    uint16_t *beyond = list ? NULL : (uint16_t *)(void *)c->s->key; /* scratch of vocabulary size */
+    int count_near;
+    int n = decode_band(x, w, c->n_vocab, center, b.near, b.far, list, ids, &mass_near, &count_near, beyond);
+    decode_item *it = c->s->items;
+    if (typical)
+        for (int i = 0; i < n; i++) it[i] = (decode_item){-fabsf(center - x[ids[i]]), w[ids[i]], ids[i]};
+    else
+        for (int i = 0; i < n; i++) it[i] = (decode_item){x[ids[i]], w[ids[i]], ids[i]};
+    if (list) { /* every token up to FAR an item: the kept ones become the list */
+        if (decode_items_mass(it, n) < target || n < keep_min) return 0;
+        int m = cands_select(it, n, target, keep_min, typical);
+        for (int i = 0; i < m; i++) ids[i] = it[i].id;
+        cands_keep(c, m);
+        return 1;
+    }
+    double rest = target - mass_near; /* what the sliver between NEAR and FAR adds */
+    if (rest <= 0 || decode_items_mass(it, n) < rest || count_near + n < keep_min) return 0;
+    int m = cands_select(it, n, rest, keep_min - count_near, typical);
+    decode_remove_marked(x, w, c->n_vocab, beyond);
+    for (int j = m; j < n; j++) x[it[j].id] = -INFINITY, w[it[j].id] = 0;
+    c->total = mass_near + decode_items_mass(it, m);
+    return 1;
+}
+
 void cands_cut(decode_cands *c, float max, int typical, float center, double target, int keep_min) {
     if (!typical) center = max;
     decode_hist h;
     if (c->n_vocab >= CUT_SAMPLED_FROM) {
-        decode_hist_sample(&h, c->logits, c->s->prob, max, c->n_vocab, CUT_SAMPLE, (float)(target * CUT_HEAVY));
+        /* the weights are exp(logit - max) <= 1: a heavier bound makes none heavy, and the scan for them goes */
+        float heavy = (float)(target * CUT_HEAVY);
+        decode_hist_sample(&h, c->logits, c->s->prob, max, c->n_vocab, CUT_SAMPLE, heavy > 1 ? INFINITY : heavy);
         if (cut_within(c, &h, max, typical, center, target, keep_min, target * CUT_SLACK)) return;
     }
     decode_hist_build(&h, c->logits, c->s->prob, max, c->n_vocab, keep_min > 1);
-    if (!cut_within(c, &h, max, typical, center, target, keep_min, 0)) cut_all(c, typical, center, target, keep_min);
+    if (cut_within(c, &h, max, typical, center, target, keep_min, 0)) return;
+    /* only rounding made the bounds fail, or min_tokens_to_keep reaches beyond them: every candidate an item */
+    int n = cands_items(c);
+    decode_item *it = c->s->items;
+    if (typical)
+        for (int i = 0; i < n; i++) it[i].key = -fabsf(center - it[i].key);
+    int m = cands_select(it, n, target, keep_min, typical);
+    for (int i = 0; i < m; i++) c->s->ids[i] = it[i].id;
+    cands_keep(c, m);
 }

@@ -102,6 +102,10 @@ int cands_argmax(const decode_cands *c);
 /* The dense candidates with logit >= MIN into OUT, in id order; returns how many, or -1 as soon as there
  * are more than CAP (collecting most of the vocabulary only to find it too many costs a pass). */
 int cands_collect_ge(const decode_cands *c, float min, int cap, int32_t *out);
+/* Whether more than CAP dense candidates look to have logit >= MIN, judged from the first few thousand:
+ * then a count (which gives up past CAP) is worth a pass before a collection (which writes every id),
+ * and when they are few it would be a pass for nothing. */
+int cands_many_ge(const decode_cands *c, float min, int cap);
 
 /* Keeps the items it[0..m) of the N items (w from cands_exp) that a mass cut keeps, and returns m: the
  * smallest prefix in order whose weight reaches TARGET, with TIES also every item whose key equals the
@@ -109,12 +113,13 @@ int cands_collect_ge(const decode_cands *c, float min, int cap, int32_t *out);
 int cands_select(decode_item *it, int n, double target, int keep_min, int ties);
 
 /* The same cut over dense weighted candidates (cands_exp first; MAX their largest logit), ranked by logit
- * (TYPICAL 0) or by closeness to the logit CENTER (TYPICAL 1: key -|CENTER - logit|, the crossing's
- * ties kept). A histogram of the logits bounds the distance from CENTER at which the mass crosses
- * TARGET to a sliver of the vocabulary (with a large vocabulary first one estimated from a sample, the
- * exact one when the crossing turns out to lie outside); one pass keeps the tokens inside, collects the
- * sliver, where the crossing is selected token by token, and one removes the tokens outside. No sort
- * of the vocabulary. The kept tokens become a list when they are few, else stay dense. */
+ * (TYPICAL 0: top-p) or by closeness to the logit CENTER (TYPICAL 1: key -|CENTER - logit|, the crossing's
+ * ties kept). Both are a cut by distance |CENTER - logit| (top-p's CENTER is MAX). A histogram of the
+ * logits bounds the distance at which the mass crosses TARGET to a sliver of the vocabulary (with a large
+ * vocabulary first one estimated from a sample, the exact one when the crossing turns out to lie
+ * outside); one pass (decode_band) weighs the tokens inside, collects the sliver, where the crossing is
+ * selected token by token, and marks the tokens outside, which decode_remove_marked removes. No sort of
+ * the vocabulary. The kept tokens become a list when they are few, else stay dense. */
 void cands_cut(decode_cands *c, float max, int typical, float center, double target, int keep_min);
 
 #endif

@@ -115,6 +115,22 @@ double decode_exp_ids(float *out, const float *x, const int32_t *ids, int n, flo
 
 #pragma GCC pop_options
 
+double decode_exp_dot_of(const float *x, const float *e, float shift, int n) {
+    return decode_use_avx512() ? decode_exp_dot_of_avx512(x, e, shift, n) : decode_exp_dot_of_generic(x, e, shift, n);
+}
+
+double decode_exp_dot_of_generic(const float *x, const float *e, float shift, int n) {
+    double dot = 0;
+    for (int b = 0; b < n; b += 256) {
+        int end = n - b < 256 ? n : b + 256;
+        float block = 0;
+#pragma omp simd reduction(+ : block)
+        for (int i = b; i < end; i++) block += x[i] > -INFINITY ? e[i] * (x[i] - shift) : 0.0f;
+        dot += block;
+    }
+    return dot;
+}
+
 double decode_sum(const float *w, int n) {
     vdouble sum = {0};
     vfloat acc = {0};
@@ -455,6 +471,37 @@ int decode_count_ge(const float *x, int n, float min, int cap) {
     }
     for (; i < n; i++) k += x[i] >= min;
     return k <= cap ? k : -1;
+}
+
+void decode_remove_below(float *x, float *w, int n, float min) {
+    enum { GROUP = 16 * LANES }; /* a group's masks or-ed before any is reduced: most groups have none */
+    const vfloat ninf = (vfloat){0} - INFINITY, zero = {0};
+    int i = 0;
+    for (; i + GROUP <= n; i += GROUP) {
+        vint any = {0};
+        for (int j = i; j < i + GROUP; j += LANES) {
+            vfloat v;
+            memcpy(&v, x + j, sizeof v);
+            any |= ~(v >= min) & (v != ninf);
+        }
+        if (!decode_any_lane(any)) continue;
+        for (int j = i; j < i + GROUP; j += LANES) {
+            vfloat v, e;
+            memcpy(&v, x + j, sizeof v);
+            vint out = ~(v >= min) & (v != ninf);
+            v = select_lanes(out, ninf, v);
+            memcpy(x + j, &v, sizeof v);
+            if (!w) continue;
+            memcpy(&e, w + j, sizeof e);
+            e = select_lanes(out, zero, e);
+            memcpy(w + j, &e, sizeof e);
+        }
+    }
+    for (; i < n; i++)
+        if (!(x[i] >= min)) {
+            x[i] = -INFINITY;
+            if (w) w[i] = 0;
+        }
 }
 
 static inline int item_before(const decode_item *a, const decode_item *b) {

@@ -55,6 +55,10 @@ double decode_exp(float *out, const float *x, float shift, int n);
 double decode_exp_dot(float *out, const float *x, float shift, int n, double *dot);
 /* The same for the tokens IDS[0..N): OUT[IDS[i]] = exp(X[IDS[i]] - SHIFT). */
 double decode_exp_ids(float *out, const float *x, const int32_t *ids, int n, float shift);
+/* The dot product of decode_exp_dot for weights E already taken: the sum of E[i] * (X[i] - SHIFT) over
+ * the finite X[i], in float per 256 values (sixteen lanes, then the lanes in order) and double beyond
+ * (an order of its own: equal to decode_exp_dot's up to rounding). */
+double decode_exp_dot_of(const float *x, const float *e, float shift, int n);
 /* The sum of W[0..N), or of W[IDS[i]] for i < N. */
 double decode_sum(const float *w, int n);
 double decode_sum_ids(const float *w, const int32_t *ids, int n);
@@ -112,6 +116,11 @@ int decode_collect_ge(const float *value, const int32_t *ids, int n, float min, 
 /* How many of the N values X are >= MIN, or -1 as soon as a stretch of them shows more than CAP. */
 int decode_count_ge(const float *x, int n, float min, int cap);
 
+/* Removes the N dense tokens whose logit X is not >= MIN (NaN too): x = -INFINITY, and w = 0 when W is
+ * not NULL. Tokens already removed (-inf, weight 0) stay as they are: a block with no finite token
+ * below MIN is only read. */
+void decode_remove_below(float *x, float *w, int n, float min);
+
 /* Reorders IT so that IT[0..K) are the first K items in order (quickselect). */
 void decode_partition(decode_item *it, int n, int k);
 
@@ -133,6 +142,8 @@ double decode_exp_generic(float *out, const float *x, float shift, int n);
 double decode_exp_avx512(float *out, const float *x, float shift, int n);
 double decode_exp_dot_generic(float *out, const float *x, float shift, int n, double *dot);
 double decode_exp_dot_avx512(float *out, const float *x, float shift, int n, double *dot);
+double decode_exp_dot_of_generic(const float *x, const float *e, float shift, int n);
+double decode_exp_dot_of_avx512(const float *x, const float *e, float shift, int n);
 /* the histogram's float sums per bucket (MASS, COUNT zeroed by the caller) */
 void decode_hist_sample_generic(float *mass, int32_t *count, const float *x, const float *w, float top, int n,
                                 int sample, float heavy);
