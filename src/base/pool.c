@@ -174,12 +174,14 @@ void kiln_pool_for(int n, int grain, kiln_range_fn fn, void *arg) {
 }
 
 /* Chunks of kiln_pool_rows, guided: each takes 1 / (GUIDE * threads) of the rows left, so the first are
- * large (few restarts of a thread's memory stream, whose hardware prefetch ramps up again at each) and
- * the last ones small, down to ROW_CHUNK_MIN_BYTES: the threads finish within a small chunk of each
- * other. With equal chunks (2 per thread) the caller of a 110M Q4_0 decode spent 18% of its time at
- * the joins, waiting for the worker's last chunk. A chunk starts on a multiple of 16 rows, so no two
- * threads write one cache line of a float output. */
-enum { GUIDE = 2, ROW_CHUNK_MIN_BYTES = 32 << 10, ROW_GROUP = 16, MAX_ROW_CHUNKS = 128 };
+ * large (few restarts of a thread's memory stream: at each, a one-token kernel's three runs start cold,
+ * ~1 us of a 2 us chunk of 32 KiB) and the last ones small, down to ROW_CHUNK_MIN_BYTES: the threads
+ * finish within a small chunk of each other. With equal chunks (2 per thread) the caller of a 110M Q4_0
+ * decode spent 18% of its time at the joins, waiting for the worker's last chunk. GUIDE 1 rather than 2
+ * (5 chunks of a 768x768 Q4_0 matrix instead of 7): its one-token product from memory, 2 threads, 9.6-10.1
+ * -> 7.5 us, 2048x768 21.6-24.2 -> 17.2-17.9 us (p10 of 1000). A chunk starts on a multiple of 16 rows,
+ * so no two threads write one cache line of a float output. */
+enum { GUIDE = 1, ROW_CHUNK_MIN_BYTES = 32 << 10, ROW_GROUP = 16, MAX_ROW_CHUNKS = 128 };
 
 typedef struct {
     kiln_range_fn fn;
