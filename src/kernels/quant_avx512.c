@@ -109,6 +109,34 @@ enum { MV_TOKENS = 8 };
  * 92 GB/s, Q4_0 ~45 -> ~70, Q6_K 66 -> 80 (with its shifts below). */
 enum { MV_STREAMS = 3 };
 
+/* Rows r0..r1 of T tokens against lanes L, rows RB bytes apart: one token in MV_STREAMS runs side by
+ * side, more in passes of NT tokens as a constant (so the accumulators are registers), one row at a time. */
+#define ROWS_IN_PASSES(rows_fn, L, rb)                                                                         \
+    do {                                                                                                       \
+        const uint8_t *w = (const uint8_t *)W;                                                                 \
+        int i = r0;                                                                                            \
+        if (T == 1) {                                                                                          \
+            int h = (r1 - r0) / MV_STREAMS;                                                                    \
+            for (; i < r0 + h; i++) rows_fn(Y + i, h, 0, w + (rb) * i, (rb) * h, L, 1, nb, MV_STREAMS, 1);     \
+            i = r0 + MV_STREAMS * h;                                                                           \
+        }                                                                                                      \
+        for (; i < r1; i++)                                                                                    \
+            for (int t0 = 0; t0 < T; t0 += nt) {                                                               \
+                float *y = Y + t0 * ldy + i;                                                                   \
+                const uint8_t *wr = w + (rb) * i;                                                              \
+                switch (T - t0 < nt ? T - t0 : nt) {                                                           \
+                case 1: rows_fn(y, 0, ldy, wr, 0, L + t0, T, nb, 1, 1); break;                                 \
+                case 2: rows_fn(y, 0, ldy, wr, 0, L + t0, T, nb, 1, 2); break;                                 \
+                case 3: rows_fn(y, 0, ldy, wr, 0, L + t0, T, nb, 1, 3); break;                                 \
+                case 4: rows_fn(y, 0, ldy, wr, 0, L + t0, T, nb, 1, 4); break;                                 \
+                case 5: rows_fn(y, 0, ldy, wr, 0, L + t0, T, nb, 1, 5); break;                                 \
+                case 6: rows_fn(y, 0, ldy, wr, 0, L + t0, T, nb, 1, 6); break;                                 \
+                case 7: rows_fn(y, 0, ldy, wr, 0, L + t0, T, nb, 1, 7); break;                                 \
+                case 8: rows_fn(y, 0, ldy, wr, 0, L + t0, T, nb, 1, 8); break;                                 \
+                }                                                                                              \
+            }                                                                                                  \
+    } while (0)
+
 /* Bytes ahead of the weights being read that the Q8_0 and Q4_0 kernels prefetch: the threads take rows
  * in chunks (base/pool.h), and at the start of each the hardware prefetcher has to find the stream again.
  * On a 75 MB matrix with 2 threads, 4 KiB ahead raised Q8_0 from 42-50% to 62-63% of the read bandwidth
@@ -213,36 +241,11 @@ INLINE void q8_0_rows(float *y, size_t ys, size_t ldy, const uint8_t *p, size_t 
         for (int t = 0; t < NT; t++) y[r * ys + t * ldy] = _mm512_reduce_add_ps(acc[r][t]);
 }
 
-/* One row, NT as a constant so the accumulators are registers. */
-static void q8_0_row_tokens(float *y, size_t ldy, const uint8_t *p, const q8_lanes *L, int stride, int nb, int nt) {
-    switch (nt) {
-    case 1: q8_0_rows(y, 0, ldy, p, 0, L, stride, nb, 1, 1); break;
-    case 2: q8_0_rows(y, 0, ldy, p, 0, L, stride, nb, 1, 2); break;
-    case 3: q8_0_rows(y, 0, ldy, p, 0, L, stride, nb, 1, 3); break;
-    case 4: q8_0_rows(y, 0, ldy, p, 0, L, stride, nb, 1, 4); break;
-    case 5: q8_0_rows(y, 0, ldy, p, 0, L, stride, nb, 1, 5); break;
-    case 6: q8_0_rows(y, 0, ldy, p, 0, L, stride, nb, 1, 6); break;
-    case 7: q8_0_rows(y, 0, ldy, p, 0, L, stride, nb, 1, 7); break;
-    case 8: q8_0_rows(y, 0, ldy, p, 0, L, stride, nb, 1, 8); break;
-    }
-}
-
 static void matvecs_q8_0(float *Y, size_t ldy, const kiln_qx *qx, int T, const void *W, int r0, int r1) {
     int nb = qx->k / 32, nt = tokens_per_pass(T), ready;
     q8_lanes *L = lanes_get(KILN_TYPE_Q8_0, qx, T, sizeof(q8_lanes) * (size_t)((nb + 1) / 2) * T, &ready);
     for (int t = 0; t < T && !ready; t++) q8_0_lanes(L + t, T, qx + t);
-    size_t rb = (size_t)nb * 34;
-    int i = r0;
-    if (T == 1) { /* one token: MV_STREAMS runs of h rows side by side */
-        int h = (r1 - r0) / MV_STREAMS;
-        for (; i < r0 + h; i++) q8_0_rows(Y + i, h, 0, (const uint8_t *)W + rb * i, rb * h, L, 1, nb, MV_STREAMS, 1);
-        i = r0 + MV_STREAMS * h;
-    }
-    for (; i < r1; i++)
-        for (int t0 = 0; t0 < T; t0 += nt) {
-            int n = T - t0 < nt ? T - t0 : nt;
-            q8_0_row_tokens(Y + t0 * ldy + i, ldy, (const uint8_t *)W + rb * i, L + t0, T, nb, n);
-        }
+    ROWS_IN_PASSES(q8_0_rows, L, (size_t)nb * 34);
 }
 
 /* One token: the short batch's one-token case, so a token in a batch gets bit for bit its own result. */
@@ -352,36 +355,11 @@ INLINE void q4_0_rows(float *y, size_t ys, size_t ldy, const uint8_t *p, size_t 
         for (int t = 0; t < NT; t++) y[r * ys + t * ldy] = _mm512_reduce_add_ps(acc[r][t]);
 }
 
-/* One row, NT as a constant so the accumulators are registers. */
-static void q4_0_row_tokens(float *y, size_t ldy, const uint8_t *p, const q4_lanes *L, int stride, int nb, int nt) {
-    switch (nt) {
-    case 1: q4_0_rows(y, 0, ldy, p, 0, L, stride, nb, 1, 1); break;
-    case 2: q4_0_rows(y, 0, ldy, p, 0, L, stride, nb, 1, 2); break;
-    case 3: q4_0_rows(y, 0, ldy, p, 0, L, stride, nb, 1, 3); break;
-    case 4: q4_0_rows(y, 0, ldy, p, 0, L, stride, nb, 1, 4); break;
-    case 5: q4_0_rows(y, 0, ldy, p, 0, L, stride, nb, 1, 5); break;
-    case 6: q4_0_rows(y, 0, ldy, p, 0, L, stride, nb, 1, 6); break;
-    case 7: q4_0_rows(y, 0, ldy, p, 0, L, stride, nb, 1, 7); break;
-    case 8: q4_0_rows(y, 0, ldy, p, 0, L, stride, nb, 1, 8); break;
-    }
-}
-
 static void matvecs_q4_0(float *Y, size_t ldy, const kiln_qx *qx, int T, const void *W, int r0, int r1) {
     int nb = qx->k / 32, nt = tokens_per_pass(T), ready;
     q4_lanes *L = lanes_get(KILN_TYPE_Q4_0, qx, T, sizeof(q4_lanes) * (size_t)((nb + 3) / 4) * T, &ready);
     for (int t = 0; t < T && !ready; t++) q4_0_lanes(L + t, T, qx + t);
-    size_t rb = (size_t)nb * 18;
-    int i = r0;
-    if (T == 1) { /* one token: MV_STREAMS runs of h rows side by side */
-        int h = (r1 - r0) / MV_STREAMS;
-        for (; i < r0 + h; i++) q4_0_rows(Y + i, h, 0, (const uint8_t *)W + rb * i, rb * h, L, 1, nb, MV_STREAMS, 1);
-        i = r0 + MV_STREAMS * h;
-    }
-    for (; i < r1; i++)
-        for (int t0 = 0; t0 < T; t0 += nt) {
-            int n = T - t0 < nt ? T - t0 : nt;
-            q4_0_row_tokens(Y + t0 * ldy + i, ldy, (const uint8_t *)W + rb * i, L + t0, T, nb, n);
-        }
+    ROWS_IN_PASSES(q4_0_rows, L, (size_t)nb * 18);
 }
 
 /* One token: the short batch's one-token case, so a token in a batch gets bit for bit its own result. */
