@@ -321,9 +321,13 @@ TEST(avx512_exponentials_and_sampled_histogram_agree_with_the_portable_code_to_t
     free(x), free(e), free(e2);
 }
 
-TEST(histogram_bounds_bracket_the_crossing_of_a_cut_by_distance) {
+/* decode_hist_bounds on Zipf, flat and tied logits: fewer than the target's mass strictly inside NEAR of
+ * the center, at least the target up to FAR, and no more than EST tokens (nor fewer than KEEP_MIN) up to
+ * FAR. The center is the entropy's logit (typical-p) or, AT_TOP, the top logit (top-p, whose distance
+ * |top - x| is top - x). */
+static void check_hist_bounds_bracket_the_crossing(uint64_t seed, int at_top, int keep_min) {
     kiln_rng r;
-    kiln_rng_seed(&r, 41);
+    kiln_rng_seed(&r, seed);
     int n = 30001;
     float *x = malloc(sizeof(float) * n), *w = malloc(sizeof(float) * n);
     static decode_hist h;
@@ -335,62 +339,37 @@ TEST(histogram_bounds_bracket_the_crossing_of_a_cut_by_distance) {
         float max = -INFINITY;
         for (int i = 0; i < n; i++) max = fmaxf(max, x[i]);
         double total = decode_exp(w, x, max, n), dot = 0;
-        for (int i = 0; i < n; i++) dot += w[i] * (double)(x[i] - max);
-        float center = (float)(max + dot / total);
+        float center = max;
+        if (!at_top) {
+            for (int i = 0; i < n; i++) dot += w[i] * (double)(x[i] - max);
+            center = (float)(max + dot / total);
+        }
         decode_hist_build(&h, x, w, max, n, 1);
         for (int t = 1; t <= 9; t += 4) {
             double target = total * t / 10;
-            decode_band_bounds b = decode_hist_bounds(&h, max, center, target, 0, 1);
+            decode_band_bounds b = decode_hist_bounds(&h, max, center, target, 0, keep_min);
             double inside = 0, within = 0;
             int up_to_far = 0;
             for (int i = 0; i < n; i++) {
                 float d = fabsf(center - x[i]);
+                if (at_top) CHECK(d == max - x[i]);
                 inside += d < b.near ? w[i] : 0;
                 within += d <= b.far ? w[i] : 0;
                 up_to_far += d <= b.far;
             }
             CHECKF(inside < target && within >= target, "shape %d target %d/10: %g below, %g within, of %g", shape, t,
                    inside, within, target);
-            CHECKF(up_to_far <= b.est, "shape %d: %d tokens up to far, estimate %g", shape, up_to_far, b.est);
+            CHECKF(up_to_far >= keep_min && up_to_far <= b.est, "shape %d: %d tokens up to far, estimate %g", shape,
+                   up_to_far, b.est);
         }
     }
     free(x), free(w);
 }
 
-/* Top-p is the same cut with the center at the top: the distance |TOP - x| is TOP - x. */
+TEST(histogram_bounds_bracket_the_crossing_of_a_cut_by_distance) { check_hist_bounds_bracket_the_crossing(41, 0, 1); }
+
 TEST(histogram_bounds_with_the_center_at_the_top_bracket_the_crossing_of_top_p) {
-    kiln_rng r;
-    kiln_rng_seed(&r, 43);
-    int n = 30001;
-    float *x = malloc(sizeof(float) * n), *w = malloc(sizeof(float) * n);
-    static decode_hist h;
-    for (int shape = 0; shape < 3; shape++) {
-        for (int i = 0; i < n; i++) {
-            float u = kiln_rng_f32(&r);
-            x[i] = shape == 0 ? -1.2f * logf(1 + u * n) : shape == 1 ? u * 0.5f : (float)(int)(u * 30) / 8;
-        }
-        float max = -INFINITY;
-        for (int i = 0; i < n; i++) max = fmaxf(max, x[i]);
-        double total = decode_exp(w, x, max, n);
-        decode_hist_build(&h, x, w, max, n, 1);
-        for (int t = 1; t <= 9; t += 4) {
-            double target = total * t / 10;
-            decode_band_bounds b = decode_hist_bounds(&h, max, max, target, 0, 7);
-            double inside = 0, within = 0;
-            int up_to_far = 0;
-            for (int i = 0; i < n; i++) {
-                CHECK(fabsf(max - x[i]) == max - x[i]);
-                inside += max - x[i] < b.near ? w[i] : 0;
-                within += max - x[i] <= b.far ? w[i] : 0;
-                up_to_far += max - x[i] <= b.far;
-            }
-            CHECKF(inside < target && within >= target, "shape %d target %d/10: %g below, %g within, of %g", shape, t,
-                   inside, within, target);
-            CHECKF(up_to_far >= 7 && up_to_far <= b.est, "shape %d: %d tokens up to far, estimate %g", shape,
-                   up_to_far, b.est);
-        }
-    }
-    free(x), free(w);
+    check_hist_bounds_bracket_the_crossing(43, 1, 7);
 }
 
 TEST(remove_below_matches_a_plain_loop_and_leaves_removed_tokens_alone) {
