@@ -48,8 +48,11 @@ void kiln_attention_with(const kiln_kernels *kk, float *out, const float *Q, con
     if (T <= 0 || n_heads <= 0 || n_kv_heads <= 0 || head_dim <= 0) return;
     /* A block costs as much as its lanes full: worth it from a quarter full (measured break-even). */
     int lanes = kk->attend_block && T >= kk->attn_lanes / 4 ? kk->attn_lanes : 1;
-    /* Threads only when the items hold enough multiply-adds to pay for handing them out (~100K). */
-    int nth = (double)T * n_heads * (pos0 + T) * head_dim < 1e5 ? 1 : kiln_pool_threads();
+    /* Threads only when the items hold enough multiply-adds to pay for handing them out (~100K). A decoded
+     * token's heads split from 16K: alone, the caller would read the whole cache (6 MB per token of the
+     * 110M model at 80 positions) while the workers wait for the next product. */
+    double work = (double)T * n_heads * (pos0 + T) * head_dim;
+    int nth = work < (T == 1 ? 1 << 14 : 1e5) ? 1 : kiln_pool_threads();
     size_t scratch_floats = (KILN_ATTEND_SCRATCH(head_dim) + 15) & ~(size_t)15;
     void *raw = kiln_xmalloc(sizeof(float) * (scratch_floats * nth + 16));
     attention_job a = {kk, out, Q, K, V, T, pos0, n_heads, n_heads / n_kv_heads, head_dim, kv_stride, lanes,

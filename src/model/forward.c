@@ -7,7 +7,6 @@
 #include <sys/mman.h>
 
 #include "base/error.h"
-#include "base/pool.h"
 #include "kernels/kernels.h"
 #include "kernels/quant.h"
 #include "model/transformer.h"
@@ -148,41 +147,11 @@ static void rope_rows(const kiln_config *c, kiln_state *s, float *k, int T, int 
     }
 }
 
-/* One token's attention over keys and values KC, VC (FIRST its first position, POS its own). */
-typedef struct {
-    const kiln_config *c;
-    kiln_state *s;
-    const float *kc, *vc;
-    int first, pos;
-    float scale;
-} token_attention;
-
-/* Key-value heads G0..G1-1 of a token_attention, with their groups of query heads. */
-static void attend_kv_heads(void *p, int g0, int g1, int tid) {
-    const token_attention *a = p;
-    const kiln_config *c = a->c;
-    int group = c->n_heads / c->n_kv_heads, kvdim = c->n_kv_heads * c->head_dim;
-    size_t q = (size_t)g0 * group * c->head_dim, o = (size_t)a->first * kvdim + (size_t)g0 * c->head_dim;
-    kiln_attention(a->s->att + q, a->s->q + q, a->kc + o, a->vc + o, 1, a->pos - a->first, (g1 - g0) * group,
-                   g1 - g0, c->head_dim, kvdim, a->scale);
-}
-
-/* A decoded token's attention reads its whole cache: 6 MB per token of the 110M model at 80 positions,
- * read by the calling thread alone (kiln_attention keeps one thread below ~100K multiply-adds a layer,
- * 130 positions of that model) while the workers wait for the next product. From this many multiply-adds
- * a layer the key-value heads are split between the threads instead; each head's result is the same. */
-enum { TOKEN_ATTENTION_SPLIT_FROM = 1 << 14 };
-
 /* Causal attention of the T new queries; with a sliding window each query sees only the last
  * sliding_window positions, so each runs against its own slice of the cache. */
 static void attend(const kiln_config *c, kiln_state *s, const float *kc, const float *vc, int T, int pos0) {
     int qdim = c->n_heads * c->head_dim, kvdim = c->n_kv_heads * c->head_dim, W = c->sliding_window;
     float scale = 1.0f / sqrtf((float)c->head_dim);
-    if (T == 1 && c->n_kv_heads > 1 && (double)c->n_heads * (pos0 + 1) * c->head_dim >= TOKEN_ATTENTION_SPLIT_FROM) {
-        token_attention a = {c, s, kc, vc, W && pos0 + 1 > W ? pos0 - W + 1 : 0, pos0, scale};
-        kiln_pool_for(c->n_kv_heads, 1, attend_kv_heads, &a);
-        return;
-    }
     if (!W || pos0 + T <= W) {
         kiln_attention(s->att, s->q, kc, vc, T, pos0, c->n_heads, c->n_kv_heads, c->head_dim, kvdim, scale);
         return;
