@@ -270,10 +270,11 @@ static void matvec(float *y, const kiln_qx *qx, const void *W, int type, int r0,
     }
 }
 
-static void matvecs(float *Y, size_t ldy, const kiln_qx *qx, int T, const void *W, int type, int r0, int r1) {
+static int matvecs(float *Y, size_t ldy, const kiln_qx *qx, int T, const void *W, int type, int r0, int r1) {
     switch (type) {
-    case KILN_TYPE_Q8_0: matvecs_q8_0(Y, ldy, qx, T, W, r0, r1); break;
-    case KILN_TYPE_Q4_0: matvecs_q4_0(Y, ldy, qx, T, W, r0, r1); break;
+    case KILN_TYPE_Q8_0: matvecs_q8_0(Y, ldy, qx, T, W, r0, r1); return 1;
+    case KILN_TYPE_Q4_0: matvecs_q4_0(Y, ldy, qx, T, W, r0, r1); return 1;
+    default: return 0;
     }
 }
 

@@ -109,16 +109,16 @@ enum { MV_TOKENS = 8 };
  * 92 GB/s, Q4_0 ~45 -> ~70, Q6_K 66 -> 80 (with its shifts below). */
 enum { MV_STREAMS = 3 };
 
-/* Rows r0..r1 of T tokens against lanes L, rows RB bytes apart: one token in MV_STREAMS runs side by
- * side, more in passes of NT tokens as a constant (so the accumulators are registers), one row at a time. */
-#define ROWS_IN_PASSES(rows_fn, L, rb)                                                                         \
+/* Rows r0..r1 of T tokens against lanes L, rows RB bytes apart: one token in STREAMS runs side by side,
+ * more in passes of NT tokens as a constant (so the accumulators are registers), one row at a time. */
+#define ROWS_IN_PASSES(rows_fn, L, rb, streams)                                                                \
     do {                                                                                                       \
         const uint8_t *w = (const uint8_t *)W;                                                                 \
         int i = r0;                                                                                            \
         if (T == 1) {                                                                                          \
-            int h = (r1 - r0) / MV_STREAMS;                                                                    \
-            for (; i < r0 + h; i++) rows_fn(Y + i, h, 0, w + (rb) * i, (rb) * h, L, 1, nb, MV_STREAMS, 1);     \
-            i = r0 + MV_STREAMS * h;                                                                           \
+            int h = (r1 - r0) / (streams);                                                                     \
+            for (; i < r0 + h; i++) rows_fn(Y + i, h, 0, w + (rb) * i, (rb) * h, L, 1, nb, streams, 1);        \
+            i = r0 + (streams) * h;                                                                            \
         }                                                                                                      \
         for (; i < r1; i++)                                                                                    \
             for (int t0 = 0; t0 < T; t0 += nt) {                                                               \
@@ -245,7 +245,7 @@ static void matvecs_q8_0(float *Y, size_t ldy, const kiln_qx *qx, int T, const v
     int nb = qx->k / 32, nt = tokens_per_pass(T), ready;
     q8_lanes *L = lanes_get(KILN_TYPE_Q8_0, qx, T, sizeof(q8_lanes) * (size_t)((nb + 1) / 2) * T, &ready);
     for (int t = 0; t < T && !ready; t++) q8_0_lanes(L + t, T, qx + t);
-    ROWS_IN_PASSES(q8_0_rows, L, (size_t)nb * 34);
+    ROWS_IN_PASSES(q8_0_rows, L, (size_t)nb * 34, MV_STREAMS);
 }
 
 /* One token: the short batch's one-token case, so a token in a batch gets bit for bit its own result. */
@@ -359,7 +359,7 @@ static void matvecs_q4_0(float *Y, size_t ldy, const kiln_qx *qx, int T, const v
     int nb = qx->k / 32, nt = tokens_per_pass(T), ready;
     q4_lanes *L = lanes_get(KILN_TYPE_Q4_0, qx, T, sizeof(q4_lanes) * (size_t)((nb + 3) / 4) * T, &ready);
     for (int t = 0; t < T && !ready; t++) q4_0_lanes(L + t, T, qx + t);
-    ROWS_IN_PASSES(q4_0_rows, L, (size_t)nb * 18);
+    ROWS_IN_PASSES(q4_0_rows, L, (size_t)nb * 18, MV_STREAMS);
 }
 
 /* One token: the short batch's one-token case, so a token in a batch gets bit for bit its own result. */
@@ -395,51 +395,88 @@ static const uint32_t Q4_K_SCALE_IDX[4][16] = {
     {0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2}, {1, 1, 1, 1, 1, 1, 1, 1, 3, 3, 3, 3, 3, 3, 3, 3},
     {4, 4, 4, 4, 4, 4, 4, 4, 6, 6, 6, 6, 6, 6, 6, 6}, {5, 5, 5, 5, 5, 5, 5, 5, 7, 7, 7, 7, 7, 7, 7, 7}};
 
-static void matvec_q4_k(float *y, const kiln_qx *qx, const void *W, int r0, int r1) {
-    int nb = qx->k / 256, ready;
-    q4k_lanes *L = lanes_get(KILN_TYPE_Q4_K, qx, 1, sizeof(q4k_lanes) * (size_t)nb, &ready);
+/* Token QX's lanes for each block, every STRIDE-th entry of L. */
+static void q4_k_lanes(q4k_lanes *L, int stride, const kiln_qx *qx) {
     static const int order[8] = {0, 2, 1, 3, 4, 6, 5, 7}; /* sub-block in each 32-byte slot of x */
-    for (int b = 0; b < nb && !ready; b++) {
+    for (int b = 0; b < qx->k / 256; b++) {
+        q4k_lanes *l = L + (size_t)b * stride;
         int32_t s32[8];
-        for (int slot = 0; slot < 8; slot++) memcpy(L[b].x + 32 * slot, qx->q + 256 * b + 32 * order[slot], 32);
-        for (int s = 0; s < 8; s++) s32[s] = qx->sum[16 * b + 2 * s] + qx->sum[16 * b + 2 * s + 1];
-        L[b].sum32 = _mm256_loadu_si256((const __m256i *)s32);
-        L[b].dx = qx->d[b];
+        for (int slot = 0; slot < 8; slot++) memcpy(l->x + 32 * slot, qx->q + 256 * b + 32 * order[slot], 32);
+        for (int sb = 0; sb < 8; sb++) s32[sb] = qx->sum[16 * b + 2 * sb] + qx->sum[16 * b + 2 * sb + 1];
+        l->sum32 = _mm256_loadu_si256((const __m256i *)s32);
+        l->dx = qx->d[b];
     }
+}
+
+/* NR rows (RS bytes apart) against NT tokens, as q8_0_rows: each block's scales and nibbles are unpacked
+ * once per row and used for every token; each (row, token) sum is the one-token chain of one row. */
+INLINE void q4_k_rows(float *y, size_t ys, size_t ldy, const uint8_t *p, size_t rs, const q4k_lanes *L, int stride,
+                      int nb, const int NR, const int NT) {
     const __m512i low = _mm512_set1_epi8(15);
     __m512i sidx[4];
+    #pragma GCC unroll 4
     for (int j = 0; j < 4; j++) sidx[j] = _mm512_loadu_si512(Q4_K_SCALE_IDX[j]);
-    for (int i = r0; i < r1; i++) {
-        const kiln_block_q4_k *blk = (const kiln_block_q4_k *)W + (size_t)nb * i;
-        __m512 acc = _mm512_setzero_ps();
-        __m256 macc = _mm256_setzero_ps();
-        for (int b = 0; b < nb; b++) {
-            uint64_t sc, m;
-            q4k_unpack_scales(blk[b].scales, &sc, &m);
-            __m512i sc32 = _mm512_cvtepu8_epi32(_mm_cvtsi64_si128((long long)sc));
-            __m512i q0 = load2x32(blk[b].qs), q1 = load2x32(blk[b].qs + 64);
-            const int8_t *x = L[b].x;
-            __m512i s0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(q0, low), _mm512_load_si512(x));
-            __m512i s1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(_mm512_srli_epi16(q0, 4), low),
-                                             _mm512_load_si512(x + 64));
-            __m512i s2 =
-                _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(q1, low), _mm512_load_si512(x + 128));
-            __m512i s3 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(_mm512_srli_epi16(q1, 4), low),
-                                             _mm512_load_si512(x + 192));
-            __m512i t = _mm512_add_epi32(_mm512_mullo_epi32(s0, _mm512_permutexvar_epi32(sidx[0], sc32)),
-                                         _mm512_mullo_epi32(s1, _mm512_permutexvar_epi32(sidx[1], sc32)));
-            t = _mm512_add_epi32(t, _mm512_mullo_epi32(s2, _mm512_permutexvar_epi32(sidx[2], sc32)));
-            t = _mm512_add_epi32(t, _mm512_mullo_epi32(s3, _mm512_permutexvar_epi32(sidx[3], sc32)));
-            float d = _cvtsh_ss(blk[b].d) * L[b].dx, dmin = _cvtsh_ss(blk[b].dmin) * L[b].dx;
-            acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), _mm512_set1_ps(d), acc);
-            __m256i mm = _mm256_mullo_epi32(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)m)), L[b].sum32);
-            macc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(mm), _mm256_set1_ps(dmin), macc);
+    __m512 acc[MV_STREAMS][MV_TOKENS];
+    __m256 macc[MV_STREAMS][MV_TOKENS];
+    #pragma GCC unroll 8
+    for (int r = 0; r < NR; r++)
+        #pragma GCC unroll 8
+        for (int t = 0; t < NT; t++) acc[r][t] = _mm512_setzero_ps(), macc[r][t] = _mm256_setzero_ps();
+    for (int b = 0; b < nb; b++, L += stride) {
+        #pragma GCC unroll 4
+        for (int r = 0; r < NR; r++) {
+            const kiln_block_q4_k *blk = (const kiln_block_q4_k *)(p + r * rs) + b;
+            _mm_prefetch((const char *)blk + 2 * PREFETCH, _MM_HINT_T0);
+            _mm_prefetch((const char *)blk + 2 * PREFETCH + 64, _MM_HINT_T0);
+            uint64_t scales, mins;
+            q4k_unpack_scales(blk->scales, &scales, &mins);
+            __m512i sc32 = _mm512_cvtepu8_epi32(_mm_cvtsi64_si128((long long)scales));
+            __m512i sc[4], q[4];
+            #pragma GCC unroll 4
+            for (int j = 0; j < 4; j++) sc[j] = _mm512_permutexvar_epi32(sidx[j], sc32);
+            __m512i q0 = load2x32(blk->qs), q1 = load2x32(blk->qs + 64);
+            q[0] = _mm512_and_si512(q0, low), q[1] = _mm512_and_si512(_mm512_srli_epi16(q0, 4), low);
+            q[2] = _mm512_and_si512(q1, low), q[3] = _mm512_and_si512(_mm512_srli_epi16(q1, 4), low);
+            __m256i m32 = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)mins));
+            float dw = _cvtsh_ss(blk->d), dmin = _cvtsh_ss(blk->dmin);
+            #pragma GCC unroll 8
+            for (int t = 0; t < NT; t++) {
+                const int8_t *x = L[t].x;
+                __m512i s0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q[0], _mm512_load_si512(x));
+                __m512i s1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q[1], _mm512_load_si512(x + 64));
+                __m512i s2 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q[2], _mm512_load_si512(x + 128));
+                __m512i s3 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q[3], _mm512_load_si512(x + 192));
+                __m512i u = _mm512_add_epi32(_mm512_mullo_epi32(s0, sc[0]), _mm512_mullo_epi32(s1, sc[1]));
+                u = _mm512_add_epi32(u, _mm512_mullo_epi32(s2, sc[2]));
+                u = _mm512_add_epi32(u, _mm512_mullo_epi32(s3, sc[3]));
+                acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(u), _mm512_set1_ps(dw * L[t].dx), acc[r][t]);
+                __m256i mm = _mm256_mullo_epi32(m32, L[t].sum32);
+                macc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(mm), _mm256_set1_ps(dmin * L[t].dx), macc[r][t]);
+            }
         }
-        __m128 m4 = _mm_add_ps(_mm256_castps256_ps128(macc), _mm256_extractf128_ps(macc, 1));
-        m4 = _mm_add_ps(m4, _mm_movehl_ps(m4, m4));
-        m4 = _mm_add_ss(m4, _mm_movehdup_ps(m4));
-        y[i] = _mm512_reduce_add_ps(acc) - _mm_cvtss_f32(m4);
     }
+    #pragma GCC unroll 4
+    for (int r = 0; r < NR; r++)
+        #pragma GCC unroll 8
+        for (int t = 0; t < NT; t++) {
+            __m128 m4 = _mm_add_ps(_mm256_castps256_ps128(macc[r][t]), _mm256_extractf128_ps(macc[r][t], 1));
+            m4 = _mm_add_ps(m4, _mm_movehl_ps(m4, m4));
+            m4 = _mm_add_ss(m4, _mm_movehdup_ps(m4));
+            y[r * ys + t * ldy] = _mm512_reduce_add_ps(acc[r][t]) - _mm_cvtss_f32(m4);
+        }
+}
+
+static void matvecs_q4_k(float *Y, size_t ldy, const kiln_qx *qx, int T, const void *W, int r0, int r1) {
+    int nb = qx->k / 256, nt = tokens_per_pass(T), ready;
+    q4k_lanes *L = lanes_get(KILN_TYPE_Q4_K, qx, T, sizeof(q4k_lanes) * (size_t)nb * T, &ready);
+    for (int t = 0; t < T && !ready; t++) q4_k_lanes(L + t, T, qx + t);
+    /* one token a row at a time: on the 110M model's Q4_K matrices 3 streams were 3-10% slower (the Q6_K
+     * head 5-15% faster with them) */
+    ROWS_IN_PASSES(q4_k_rows, L, (size_t)nb * sizeof(kiln_block_q4_k), 1);
+}
+
+static void matvec_q4_k(float *y, const kiln_qx *qx, const void *W, int r0, int r1) {
+    matvecs_q4_k(y, 0, qx, 1, W, r0, r1);
 }
 
 /* ---- Q6_K: one super-block (210 bytes) per step ----
@@ -448,79 +485,92 @@ static void matvec_q4_k(float *y, const kiln_qx *qx, const void *W, int r0, int 
  * sub-block of 16, and are multiplied by its 8-bit scale in integers. */
 
 typedef struct {
+    int8_t x[256];
     __m512i b0[4]; /* per quarter of 64 weights: -8 * sum(x) of each lane's sub-block */
     float dx;
 } q6k_lanes;
 
-/* The constants of q6_k_block: the high bit pairs of the weights 32 c + l (c = 0..3) are bits 2c, 2c+1
- * of qh[l]; shifted by word (a byte's neighbour only reaches bits the mask clears) to bits 4-5: c = 0, 1
- * left by 4 and 2, c = 2, 3 right by 0 and 2, with qh[0..31] in both halves of the register. SIDX[q]
- * puts the scale of each lane's sub-block of quarter q in the lane. */
-typedef struct {
-    __m512i low, bits45, shl, shr, sidx[4];
-} q6k_consts;
-
-INLINE q6k_consts q6_k_consts(void) {
-    q6k_consts k = {_mm512_set1_epi8(15), _mm512_set1_epi8(0x30),
-                    _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1),
-                    _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1),
-                    {_mm512_setzero_si512()}};
-    for (int q = 0; q < 4; q++) {
-        uint32_t v[16];
-        for (int l = 0; l < 16; l++) v[l] = (uint32_t)(4 * q + l / 4);
-        k.sidx[q] = _mm512_loadu_si512(v);
+/* Token QX's lanes for each block, every STRIDE-th entry of L. */
+static void q6_k_lanes(q6k_lanes *L, int stride, const kiln_qx *qx) {
+    for (int b = 0; b < qx->k / 256; b++) {
+        q6k_lanes *l = L + (size_t)b * stride;
+        memcpy(l->x, qx->q + 256 * b, 256);
+        for (int q = 0; q < 4; q++) {
+            int32_t v[16];
+            for (int j = 0; j < 16; j++) v[j] = -8 * qx->sum[16 * b + 4 * q + j / 4];
+            l->b0[q] = _mm512_loadu_si512(v);
+        }
+        l->dx = qx->d[b];
     }
-    return k;
 }
 
-/* ACC plus block BLK dotted with the lanes L and activations X of its 256 columns. */
-INLINE __m512 q6_k_block(__m512 acc, const kiln_block_q6_k *blk, const q6k_lanes *L, const int8_t *x,
-                         const q6k_consts *k) {
-    __m512i sc32 = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)blk->scales));
-    __m512i t = _mm512_setzero_si512();
-    for (int h = 0; h < 2; h++) {
-        __m512i ql = load2x32(blk->ql + 64 * h);
-        __m512i H = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(blk->qh + 32 * h)));
-        __m512i ha = _mm512_and_si512(_mm512_sllv_epi16(H, k->shl), k->bits45);
-        __m512i hb = _mm512_and_si512(_mm512_srlv_epi16(H, k->shr), k->bits45);
-        /* (a & 0x0f) | b: ternary-logic table 0xEC */
-        __m512i A = _mm512_ternarylogic_epi32(ql, ha, k->low, 0xEC);
-        __m512i B = _mm512_ternarylogic_epi32(_mm512_srli_epi16(ql, 4), hb, k->low, 0xEC);
-        __m512i sa = _mm512_dpbusd_epi32(L->b0[2 * h], A, _mm512_loadu_si512(x + 128 * h));
-        __m512i sb = _mm512_dpbusd_epi32(L->b0[2 * h + 1], B, _mm512_loadu_si512(x + 128 * h + 64));
-        t = _mm512_add_epi32(t, _mm512_mullo_epi32(sa, _mm512_permutexvar_epi32(k->sidx[2 * h], sc32)));
-        t = _mm512_add_epi32(t, _mm512_mullo_epi32(sb, _mm512_permutexvar_epi32(k->sidx[2 * h + 1], sc32)));
-    }
-    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), _mm512_set1_ps(_cvtsh_ss(blk->d) * L->dx), acc);
-}
+/* The high bit pairs of the weights 32 c + l (c = 0..3) are bits 2c, 2c+1 of qh[l]; shifted by word (a
+ * byte's neighbour only reaches bits the mask clears) to bits 4-5: c = 0, 1 left by 4 and 2, c = 2, 3
+ * right by 0 and 2, with qh[0..31] in both halves of the register. Q6_K_SCALE_IDX[q] puts the scale of
+ * each lane's sub-block of quarter q in the lane. */
+static const uint32_t Q6_K_SCALE_IDX[4][16] = {{0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3},
+                                               {4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7},
+                                               {8, 8, 8, 8, 9, 9, 9, 9, 10, 10, 10, 10, 11, 11, 11, 11},
+                                               {12, 12, 12, 12, 13, 13, 13, 13, 14, 14, 14, 14, 15, 15, 15, 15}};
 
-/* NR rows of NB blocks, RS blocks apart, from BLK; row r's result to Y[r * YS]. */
-INLINE void q6_k_rows(float *y, size_t ys, const kiln_block_q6_k *blk, size_t rs, const q6k_lanes *L,
-                      const int8_t *x, int nb, const q6k_consts *k, const int NR) {
-    __m512 acc[MV_STREAMS];
-    for (int r = 0; r < NR; r++) acc[r] = _mm512_setzero_ps();
-    for (int b = 0; b < nb; b++)
+/* NR rows (RS bytes apart) against NT tokens, as q4_k_rows: a block's 6-bit weights (A, B: 64 each per
+ * half) and scales are unpacked once per row for every token. */
+INLINE void q6_k_rows(float *y, size_t ys, size_t ldy, const uint8_t *p, size_t rs, const q6k_lanes *L, int stride,
+                      int nb, const int NR, const int NT) {
+    const __m512i low = _mm512_set1_epi8(15), bits45 = _mm512_set1_epi8(0x30);
+    const __m512i shl = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
+    const __m512i shr = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
+    __m512 acc[MV_STREAMS][MV_TOKENS];
+    #pragma GCC unroll 8
+    for (int r = 0; r < NR; r++)
+        #pragma GCC unroll 8
+        for (int t = 0; t < NT; t++) acc[r][t] = _mm512_setzero_ps();
+    for (int b = 0; b < nb; b++, L += stride) {
         #pragma GCC unroll 4
-        for (int r = 0; r < NR; r++) acc[r] = q6_k_block(acc[r], blk + r * rs + b, L + b, x + 256 * b, k);
-    for (int r = 0; r < NR; r++) y[r * ys] = _mm512_reduce_add_ps(acc[r]);
+        for (int r = 0; r < NR; r++) {
+            const kiln_block_q6_k *blk = (const kiln_block_q6_k *)(p + r * rs) + b;
+            __m512i sc32 = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)blk->scales));
+            __m512i w[4], sc[4];
+            #pragma GCC unroll 2
+            for (int h = 0; h < 2; h++) {
+                __m512i ql = load2x32(blk->ql + 64 * h);
+                __m512i H = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(blk->qh + 32 * h)));
+                __m512i ha = _mm512_and_si512(_mm512_sllv_epi16(H, shl), bits45);
+                __m512i hb = _mm512_and_si512(_mm512_srlv_epi16(H, shr), bits45);
+                /* (a & 0x0f) | b: ternary-logic table 0xEC */
+                w[2 * h] = _mm512_ternarylogic_epi32(ql, ha, low, 0xEC);
+                w[2 * h + 1] = _mm512_ternarylogic_epi32(_mm512_srli_epi16(ql, 4), hb, low, 0xEC);
+            }
+            #pragma GCC unroll 4
+            for (int q = 0; q < 4; q++) sc[q] = _mm512_permutexvar_epi32(_mm512_loadu_si512(Q6_K_SCALE_IDX[q]), sc32);
+            float dw = _cvtsh_ss(blk->d);
+            #pragma GCC unroll 8
+            for (int t = 0; t < NT; t++) {
+                __m512i u = _mm512_setzero_si512();
+                #pragma GCC unroll 4
+                for (int q = 0; q < 4; q++) {
+                    __m512i s = _mm512_dpbusd_epi32(L[t].b0[q], w[q], _mm512_load_si512(L[t].x + 64 * q));
+                    u = _mm512_add_epi32(u, _mm512_mullo_epi32(s, sc[q]));
+                }
+                acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(u), _mm512_set1_ps(dw * L[t].dx), acc[r][t]);
+            }
+        }
+    }
+    #pragma GCC unroll 4
+    for (int r = 0; r < NR; r++)
+        #pragma GCC unroll 8
+        for (int t = 0; t < NT; t++) y[r * ys + t * ldy] = _mm512_reduce_add_ps(acc[r][t]);
+}
+
+static void matvecs_q6_k(float *Y, size_t ldy, const kiln_qx *qx, int T, const void *W, int r0, int r1) {
+    int nb = qx->k / 256, nt = tokens_per_pass(T), ready;
+    q6k_lanes *L = lanes_get(KILN_TYPE_Q6_K, qx, T, sizeof(q6k_lanes) * (size_t)nb * T, &ready);
+    for (int t = 0; t < T && !ready; t++) q6_k_lanes(L + t, T, qx + t);
+    ROWS_IN_PASSES(q6_k_rows, L, (size_t)nb * sizeof(kiln_block_q6_k), MV_STREAMS);
 }
 
 static void matvec_q6_k(float *y, const kiln_qx *qx, const void *W, int r0, int r1) {
-    int nb = qx->k / 256, ready;
-    q6k_lanes *L = lanes_get(KILN_TYPE_Q6_K, qx, 1, sizeof(q6k_lanes) * (size_t)nb, &ready);
-    for (int b = 0; b < nb && !ready; b++) {
-        for (int q = 0; q < 4; q++) {
-            int32_t v[16];
-            for (int l = 0; l < 16; l++) v[l] = -8 * qx->sum[16 * b + 4 * q + l / 4];
-            L[b].b0[q] = _mm512_loadu_si512(v);
-        }
-        L[b].dx = qx->d[b];
-    }
-    const q6k_consts k = q6_k_consts();
-    const kiln_block_q6_k *blk = W;
-    int h = (r1 - r0) / MV_STREAMS, i = r0;
-    for (; i < r0 + h; i++) q6_k_rows(y + i, h, blk + (size_t)nb * i, (size_t)nb * h, L, qx->q, nb, &k, MV_STREAMS);
-    for (i = r0 + MV_STREAMS * h; i < r1; i++) q6_k_rows(y + i, 0, blk + (size_t)nb * i, 0, L, qx->q, nb, &k, 1);
+    matvecs_q6_k(y, 0, qx, 1, W, r0, r1);
 }
 
 static void matvec(float *y, const kiln_qx *qx, const void *W, int type, int r0, int r1) {
@@ -532,10 +582,13 @@ static void matvec(float *y, const kiln_qx *qx, const void *W, int type, int r0,
     }
 }
 
-static void matvecs(float *Y, size_t ldy, const kiln_qx *qx, int T, const void *W, int type, int r0, int r1) {
+static int matvecs(float *Y, size_t ldy, const kiln_qx *qx, int T, const void *W, int type, int r0, int r1) {
     switch (type) {
-    case KILN_TYPE_Q8_0: matvecs_q8_0(Y, ldy, qx, T, W, r0, r1); break;
-    case KILN_TYPE_Q4_0: matvecs_q4_0(Y, ldy, qx, T, W, r0, r1); break;
+    case KILN_TYPE_Q8_0: matvecs_q8_0(Y, ldy, qx, T, W, r0, r1); return 1;
+    case KILN_TYPE_Q4_0: matvecs_q4_0(Y, ldy, qx, T, W, r0, r1); return 1;
+    case KILN_TYPE_Q4_K: matvecs_q4_k(Y, ldy, qx, T, W, r0, r1); return 1;
+    case KILN_TYPE_Q6_K: matvecs_q6_k(Y, ldy, qx, T, W, r0, r1); return 1;
+    default: return 0;
     }
 }
 

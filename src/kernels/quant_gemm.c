@@ -359,10 +359,7 @@ static void matvecs_rows(const kiln_qkernels *qk, float *Y, size_t ldy, const ki
         qk->matvec(Y, qx, W, type, r0, r1);
         return;
     }
-    if (qk->matvecs && (type == KILN_TYPE_Q8_0 || type == KILN_TYPE_Q4_0)) {
-        qk->matvecs(Y, ldy, qx, T, W, type, r0, r1);
-        return;
-    }
+    if (qk->matvecs && qk->matvecs(Y, ldy, qx, T, W, type, r0, r1)) return;
     size_t rb = kiln_quant_row_bytes(type, qx->k);
     int chunk = rb >= 16384 ? 1 : (int)(16384 / rb);
     for (int i = r0; i < r1; i += chunk) {

@@ -49,9 +49,10 @@ typedef struct {
     /* y[i] = W[i] . x for rows r0 <= i < r1 of quantized TYPE, x quantized for TYPE. */
     void (*matvec)(float *y, const kiln_qx *qx, const void *W, int type, int r0, int r1);
     /* Y[t][i] = W[i] . x[t] for t < T <= KILN_QMATVECS_MAX and rows r0 <= i < r1, Y rows LDY apart, QX[t]
-     * token t quantized for TYPE; Q8_0 and Q4_0 only. Each token's sums are those of matvec, bit for bit.
-     * NULL (or another type): the driver runs matvec per token over chunks of rows that stay in cache. */
-    void (*matvecs)(float *Y, size_t ldy, const kiln_qx *qx, int T, const void *W, int type, int r0, int r1);
+     * token t quantized for TYPE, each weight block read once for all tokens; 0 for a type it has no
+     * kernel for. Each token's sums are those of matvec, bit for bit. NULL or 0: the driver runs matvec
+     * per token over chunks of rows that stay in cache. */
+    int (*matvecs)(float *Y, size_t ldy, const kiln_qx *qx, int T, const void *W, int type, int r0, int r1);
     /* The driver runs 2..matvecs_max tokens (at most KILN_QMATVECS_MAX) as short batches, more with the
      * GEMM where the table has a tile. */
     int matvecs_max;
