@@ -143,6 +143,22 @@ enum { MV_STREAMS = 3 };
  * and Q4_0 from 40% to 53-57% (one thread: Q4_0 89% to 96%); 2 KiB ahead gained about half as much. */
 enum { PREFETCH = 4096 };
 
+/* The float accumulators of NR rows by NT tokens (one chain of multiply-adds each) of the row kernels,
+ * set to zero, and summed into Y[r * YS + t * LDY]. */
+INLINE void zero_sums(__m512 acc[MV_STREAMS][MV_TOKENS], const int NR, const int NT) {
+    #pragma GCC unroll 8
+    for (int r = 0; r < NR; r++)
+        #pragma GCC unroll 8
+        for (int t = 0; t < NT; t++) acc[r][t] = _mm512_setzero_ps();
+}
+
+INLINE void store_sums(float *y, size_t ys, size_t ldy, __m512 acc[MV_STREAMS][MV_TOKENS], const int NR, const int NT) {
+    #pragma GCC unroll 8
+    for (int r = 0; r < NR; r++)
+        #pragma GCC unroll 8
+        for (int t = 0; t < NT; t++) y[r * ys + t * ldy] = _mm512_reduce_add_ps(acc[r][t]);
+}
+
 /* Passes of equal size: 10 tokens are two passes of 5, not 8 and 2. */
 static int tokens_per_pass(int T) {
     int n_pass = (T + MV_TOKENS - 1) / MV_TOKENS;
@@ -208,10 +224,7 @@ INLINE void q8_0_load(const uint8_t *p, __m512i *w, __m512 *dw) {
 INLINE void q8_0_rows(float *y, size_t ys, size_t ldy, const uint8_t *p, size_t rs, const q8_lanes *L, int stride,
                       int nb, const int NR, const int NT) {
     __m512 acc[MV_STREAMS][MV_TOKENS];
-    #pragma GCC unroll 8
-    for (int r = 0; r < NR; r++)
-        #pragma GCC unroll 8
-        for (int t = 0; t < NT; t++) acc[r][t] = _mm512_setzero_ps();
+    zero_sums(acc, NR, NT);
     for (int c = 0; c < nb / 2; c++, p += 68, L += stride) {
         #pragma GCC unroll 8
         for (int r = 0; r < NR; r++) {
@@ -235,10 +248,7 @@ INLINE void q8_0_rows(float *y, size_t ys, size_t ldy, const uint8_t *p, size_t 
             for (int t = 0; t < NT; t++) acc[r][t] = q8_0_step(acc[r][t], w, dw, L + t);
         }
     }
-    #pragma GCC unroll 8
-    for (int r = 0; r < NR; r++)
-        #pragma GCC unroll 8
-        for (int t = 0; t < NT; t++) y[r * ys + t * ldy] = _mm512_reduce_add_ps(acc[r][t]);
+    store_sums(y, ys, ldy, acc, NR, NT);
 }
 
 static void matvecs_q8_0(float *Y, size_t ldy, const kiln_qx *qx, int T, const void *W, int r0, int r1) {
@@ -322,10 +332,7 @@ INLINE void q4_0_load(const uint8_t *p, __m512i *lo, __m512i *hi, __m512 *dw) {
 INLINE void q4_0_rows(float *y, size_t ys, size_t ldy, const uint8_t *p, size_t rs, const q4_lanes *L, int stride,
                       int nb, const int NR, const int NT) {
     __m512 acc[MV_STREAMS][MV_TOKENS];
-    #pragma GCC unroll 8
-    for (int r = 0; r < NR; r++)
-        #pragma GCC unroll 8
-        for (int t = 0; t < NT; t++) acc[r][t] = _mm512_setzero_ps();
+    zero_sums(acc, NR, NT);
     for (int c = 0; c < nb / 4; c++, p += 72, L += stride) {
         #pragma GCC unroll 4
         for (int r = 0; r < NR; r++) {
@@ -349,10 +356,7 @@ INLINE void q4_0_rows(float *y, size_t ys, size_t ldy, const uint8_t *p, size_t 
             for (int t = 0; t < NT; t++) acc[r][t] = q4_0_step(acc[r][t], lo, hi, dw, L + t);
         }
     }
-    #pragma GCC unroll 4
-    for (int r = 0; r < NR; r++)
-        #pragma GCC unroll 8
-        for (int t = 0; t < NT; t++) y[r * ys + t * ldy] = _mm512_reduce_add_ps(acc[r][t]);
+    store_sums(y, ys, ldy, acc, NR, NT);
 }
 
 static void matvecs_q4_0(float *Y, size_t ldy, const kiln_qx *qx, int T, const void *W, int r0, int r1) {
@@ -521,10 +525,7 @@ INLINE void q6_k_rows(float *y, size_t ys, size_t ldy, const uint8_t *p, size_t 
     const __m512i shl = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
     const __m512i shr = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
     __m512 acc[MV_STREAMS][MV_TOKENS];
-    #pragma GCC unroll 8
-    for (int r = 0; r < NR; r++)
-        #pragma GCC unroll 8
-        for (int t = 0; t < NT; t++) acc[r][t] = _mm512_setzero_ps();
+    zero_sums(acc, NR, NT);
     for (int b = 0; b < nb; b++, L += stride) {
         #pragma GCC unroll 4
         for (int r = 0; r < NR; r++) {
@@ -556,10 +557,7 @@ INLINE void q6_k_rows(float *y, size_t ys, size_t ldy, const uint8_t *p, size_t 
             }
         }
     }
-    #pragma GCC unroll 4
-    for (int r = 0; r < NR; r++)
-        #pragma GCC unroll 8
-        for (int t = 0; t < NT; t++) y[r * ys + t * ldy] = _mm512_reduce_add_ps(acc[r][t]);
+    store_sums(y, ys, ldy, acc, NR, NT);
 }
 
 static void matvecs_q6_k(float *Y, size_t ldy, const kiln_qx *qx, int T, const void *W, int r0, int r1) {
