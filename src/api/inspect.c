@@ -150,7 +150,7 @@ int kiln_trace_run(const kiln_model *m, const int32_t *tokens, int n, kiln_trace
     size_t N = (size_t)n, qdim = (size_t)c->n_heads * c->head_dim, kvdim = (size_t)c->n_kv_heads * c->head_dim;
     size_t wide = (size_t)c->dim > qdim ? (size_t)c->dim : qdim, half = c->rope_dim / 2 > 0 ? c->rope_dim / 2 : 1;
     size_t hb = (size_t)c->ffn_dim > (size_t)c->dim ? (size_t)c->ffn_dim : (size_t)c->dim;
-    tracer tr = {c, &m->weights.w, n};
+    tracer tr = {.c = c, .w = &m->weights.w, .n = n};
     tr.x = kiln_xmalloc(sizeof(float) * N * c->dim);
     tr.xb = kiln_xmalloc(sizeof(float) * N * wide);
     tr.q = kiln_xmalloc(sizeof(float) * N * qdim);
