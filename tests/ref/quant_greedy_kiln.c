@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "greedy_top2.h"
 #include "kiln.h"
 
 int main(int argc, char **argv) {
@@ -23,15 +24,7 @@ int main(int argc, char **argv) {
     kiln_ctx *ctx = kiln_ctx_new(m, 512);
     kiln_eval(ctx, toks, np, NULL);
     for (int s = 0; s < n; s++) {
-        const float *lg = kiln_logits(ctx);
-        int a = 0, b;
-        for (int i = 1; i < nv; i++)
-            if (lg[i] > lg[a]) a = i;
-        b = a == 0;
-        for (int i = 0; i < nv; i++)
-            if (i != a && lg[i] > lg[b]) b = i;
-        printf("%d %d %.6f %.6f\n", a, b, lg[a] - lg[b], lg[a]);
-        int32_t t = a;
+        int32_t t = greedy_top2_print(kiln_logits(ctx), nv);
         kiln_eval(ctx, &t, 1, NULL);
     }
     kiln_ctx_free(ctx);

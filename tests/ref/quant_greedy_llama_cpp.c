@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "greedy_top2.h"
 #include "llama.h"
 
 static void quiet(enum ggml_log_level level, const char *text, void *user) {
@@ -35,15 +36,7 @@ int main(int argc, char **argv) {
     else
         llama_decode(ctx, llama_batch_get_one(toks, np));
     for (int s = 0; s < n; s++) {
-        const float *lg = llama_get_logits_ith(ctx, -1);
-        int a = 0, b = 1;
-        for (int i = 1; i < nv; i++)
-            if (lg[i] > lg[a]) a = i;
-        b = a == 0;
-        for (int i = 0; i < nv; i++)
-            if (i != a && lg[i] > lg[b]) b = i;
-        printf("%d %d %.6f %.6f\n", a, b, lg[a] - lg[b], lg[a]);
-        llama_token t = a;
+        llama_token t = greedy_top2_print(llama_get_logits_ith(ctx, -1), nv);
         llama_decode(ctx, llama_batch_get_one(&t, 1));
     }
     llama_free(ctx);
