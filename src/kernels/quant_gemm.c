@@ -150,11 +150,17 @@ static void unpack_row(int type, const void *row, int k0, int kc, int off, int16
             s[sb] = d * sc;
             m[sb] = dmin * mn;
             const uint8_t *q = blk->qs + 32 * (sb / 2);
-            for (int l = 0; l < 32; l++) {
-                int x = sb & 1 ? q[l] >> 4 : q[l] & 15;
-                if (u) u[32 * sb + l] = (uint8_t)(x + off);
-                else v[32 * sb + l] = (int16_t)x;
-            }
+            if (u) { /* offset 0: the nibbles themselves, 8 bytes at a time (sub-blocks 2g, 2g+1 share q) */
+                for (int l = 0; l < 32 && !(sb & 1); l += 8) {
+                    uint64_t w, lo, hi;
+                    memcpy(&w, q + l, 8);
+                    lo = w & 0x0f0f0f0f0f0f0f0fu;
+                    hi = w >> 4 & 0x0f0f0f0f0f0f0f0fu;
+                    memcpy(u + 32 * sb + l, &lo, 8);
+                    memcpy(u + 32 * sb + 32 + l, &hi, 8);
+                }
+            } else
+                for (int l = 0; l < 32; l++) v[32 * sb + l] = (int16_t)(sb & 1 ? q[l] >> 4 : q[l] & 15);
         }
         break;
     }
@@ -163,17 +169,26 @@ static void unpack_row(int type, const void *row, int k0, int kc, int off, int16
         float d = kiln_f16_to_f32(blk->d);
         for (int h = 0; h < 2; h++) {
             const uint8_t *ql = blk->ql + 64 * h, *qh = blk->qh + 32 * h;
-            int x[128];
-            for (int l = 0; l < 32; l++) {
-                x[l] = ((ql[l] & 15) | (qh[l] & 3) << 4) - 32;
-                x[l + 32] = ((ql[l + 32] & 15) | (qh[l] >> 2 & 3) << 4) - 32;
-                x[l + 64] = ((ql[l] >> 4) | (qh[l] >> 4 & 3) << 4) - 32;
-                x[l + 96] = ((ql[l + 32] >> 4) | (qh[l] >> 6) << 4) - 32;
-            }
-            for (int l = 0; l < 128; l++) {
-                if (u) u[128 * h + l] = (uint8_t)(x[l] + off);
-                else v[128 * h + l] = (int16_t)x[l];
-            }
+            if (u) /* offset 32: the 6-bit values themselves, 8 bytes at a time; the high bit pairs of the
+                    * 4 values of qh[l] moved to bits 4-5 within each byte */
+                for (int l = 0; l < 32; l += 8) {
+                    uint64_t a, b, H, c[4];
+                    memcpy(&a, ql + l, 8);
+                    memcpy(&b, ql + l + 32, 8);
+                    memcpy(&H, qh + l, 8);
+                    c[0] = (a & 0x0f0f0f0f0f0f0f0fu) | (H & 0x0303030303030303u) << 4;
+                    c[1] = (b & 0x0f0f0f0f0f0f0f0fu) | (H & 0x0c0c0c0c0c0c0c0cu) << 2;
+                    c[2] = (a >> 4 & 0x0f0f0f0f0f0f0f0fu) | (H & 0x3030303030303030u);
+                    c[3] = (b >> 4 & 0x0f0f0f0f0f0f0f0fu) | (H >> 2 & 0x3030303030303030u);
+                    for (int j = 0; j < 4; j++) memcpy(u + 128 * h + 32 * j + l, &c[j], 8);
+                }
+            else
+                for (int l = 0; l < 32; l++) {
+                    v[128 * h + l] = (int16_t)(((ql[l] & 15) | (qh[l] & 3) << 4) - 32);
+                    v[128 * h + l + 32] = (int16_t)(((ql[l + 32] & 15) | (qh[l] >> 2 & 3) << 4) - 32);
+                    v[128 * h + l + 64] = (int16_t)(((ql[l] >> 4) | (qh[l] >> 4 & 3) << 4) - 32);
+                    v[128 * h + l + 96] = (int16_t)(((ql[l + 32] >> 4) | (qh[l] >> 6) << 4) - 32);
+                }
         }
         for (int sb = 0; sb < 16; sb++) s[sb] = d * blk->scales[sb];
         break;
