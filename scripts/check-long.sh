@@ -5,7 +5,8 @@
 # which is not instrumented) into build/fuzz/. Corpora start from the committed files of that format and
 # those the tests write, and grow in build/fuzz/corpus-NAME/ from run to run. Fails on any crash, leak,
 # undefined behaviour or input slower than 10 s; the input that did it is left in build/fuzz/. Then checks
-# that llama.cpp (npm node-llama-cpp) runs stories260K converted by kiln to llama2.c's greedy text, and
+# that llama.cpp (npm node-llama-cpp) runs stories260K converted by kiln to llama2.c's greedy text, that
+# kiln quantize writes llama-quantize's tensors bit for bit (tests/ref/quantize_vs_llama_cpp.sh), and
 # runs the trainer's long checks (scripts/check-long-train.sh: kill -9 and resume, learning, mpirun).
 set -eu
 cd "$(dirname "$0")/.."
@@ -81,5 +82,14 @@ build/kiln-test heal_mask >/dev/null
 set -o pipefail
 NODE_MODULES=$MODULES node tests/ref/llama_cpp_tokenize.mjs build/tmp/heal-qwen3-model.gguf qwen3 2>"$OUT/llama_cpp_tokenize.log" |
   sed 's/^/check-long: llama.cpp tokenization of kiln'"'"'s Qwen 3 GGUF: /'
+
+# kiln quantize writes what llama.cpp's llama-quantize writes: the same tensors, types and bytes for q8_0,
+# q4_0 and q4_k_m of the random 110M llama (llama-quantize built for this CPU in the peer's cache).
+if ! tests/ref/quantize_vs_llama_cpp.sh >"$OUT/quantize_vs_llama_cpp.txt"; then
+  cat "$OUT/quantize_vs_llama_cpp.txt" >&2
+  echo "check-long: FAILED: kiln quantize and llama-quantize wrote different tensors ($OUT/quantize_vs_llama_cpp.txt)" >&2
+  exit 1
+fi
+sed 's/^/check-long: OK: /' "$OUT/quantize_vs_llama_cpp.txt"
 
 scripts/check-long-train.sh

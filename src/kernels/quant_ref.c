@@ -112,13 +112,18 @@ void kiln_dequantize_row(int type, const void *src, float *dst, int64_t k) {
 
 /* ---- quantization of weights ---- */
 
+/* roundf (halves away from zero), inline: the largest float below 0.5 added with x's sign, then truncated.
+ * Equal to roundf for every float but NaN (checked over all 2^32); GCC calls libm's roundf per value,
+ * which made Q8_0 quantization 9 ns a weight. */
+static inline float round_half_away(float v) { return truncf(v + copysignf(0x1.fffffep-2f, v)); }
+
 static void quant_q8_0(const float *x, kiln_block_q8_0 *b, int64_t nb) {
     for (int64_t i = 0; i < nb; i++, x += 32) {
         float amax = 0;
-        for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[j]));
+        for (int j = 0; j < 32; j++) amax = amax > fabsf(x[j]) ? amax : fabsf(x[j]); /* ggml's MAX, not fmaxf */
         float d = amax / 127, id = d ? 1 / d : 0;
         b[i].d = kiln_f32_to_f16(d);
-        for (int j = 0; j < 32; j++) b[i].qs[j] = (int8_t)roundf(x[j] * id);
+        for (int j = 0; j < 32; j++) b[i].qs[j] = (int8_t)round_half_away(x[j] * id);
     }
 }
 
