@@ -46,7 +46,7 @@ typedef struct {
     float *hidden;                          /* the last token's final-norm hidden state (score head) */
     float *rope_inv_freq;                   /* rope_dim/2 frequencies for this context, and the YaRN */
     float rope_mscale;                      /* factor on cos and sin: set on the first forward pass */
-    float *rope_cos, *rope_sin;
+    float *rope_cos, *rope_sin;             /* rope_dim/2 per position of the chunk being run */
     int rope_ready;
     int kv_populated, kv_decoded;           /* positions of the KV cache faulted in ahead (forward.c), and
                                                positions run in short batches */
