@@ -35,6 +35,22 @@ enum { MV_TOKENS = 8 };
  * multiply-adds (one per 32-weight block here) and each run is read front to back. */
 enum { MV_STREAMS = 3 };
 
+/* The float accumulators of NR rows by NT tokens of the row kernels, set to zero, and summed into
+ * Y[r * YS + t * LDY]. */
+INLINE void zero_sums(__m256 acc[MV_STREAMS][MV_TOKENS], const int NR, const int NT) {
+    #pragma GCC unroll 8
+    for (int r = 0; r < NR; r++)
+        #pragma GCC unroll 8
+        for (int t = 0; t < NT; t++) acc[r][t] = _mm256_setzero_ps();
+}
+
+INLINE void store_sums(float *y, size_t ys, size_t ldy, __m256 acc[MV_STREAMS][MV_TOKENS], const int NR, const int NT) {
+    #pragma GCC unroll 4
+    for (int r = 0; r < NR; r++)
+        #pragma GCC unroll 8
+        for (int t = 0; t < NT; t++) y[r * ys + t * ldy] = hsum(acc[r][t]);
+}
+
 static int tokens_per_pass(int T) {
     int n_pass = (T + MV_TOKENS - 1) / MV_TOKENS;
     return (T + n_pass - 1) / n_pass;
@@ -49,38 +65,62 @@ typedef struct {
     char pad[24];
 } tok_block;
 
+/* The same for the K-quants: one token's x of a block of 256, its scale and its sums per 16. */
+typedef struct {
+    int8_t x[256];
+    int32_t sum[16];
+    float d;
+    char pad[60];
+} tok_kblock;
+
 static _Thread_local struct {
     void *raw;
-    size_t cap;
-    int T;
+    size_t bytes;
+    int T, block; /* tokens, and 32 (tok_block) or 256 (tok_kblock) */
     uint64_t stamp[KILN_QMATVECS_MAX];
 } scratch;
 
-/* The blocks of the T tokens QX, interleaved; in the calling thread's scratch, kept between calls with
- * the stamps of the activations it holds: the rows of one product reach a thread in several chunks
- * (base/pool.h), all with the same activations, which are then arranged once. */
-static const tok_block *tok_blocks(const kiln_qx *qx, int T) {
-    int nb = qx->k / 32;
-    size_t n = (size_t)nb * T;
-    int ready = n <= scratch.cap && scratch.T == T;
-    for (int t = 0; t < T && ready; t++) ready = scratch.stamp[t] == qx[t].stamp;
-    if (n > scratch.cap) {
+/* Room for the T tokens' blocks of BLOCK activations in the calling thread's scratch, kept between calls
+ * with the stamps of the activations it holds: the rows of one product reach a thread in several chunks
+ * (base/pool.h), all with the same activations, which are then arranged once. *READY: they are there. */
+static void *lanes_get(const kiln_qx *qx, int T, int block, size_t bytes, int *ready) {
+    *ready = bytes <= scratch.bytes && scratch.T == T && scratch.block == block;
+    for (int t = 0; t < T && *ready; t++) *ready = scratch.stamp[t] == qx[t].stamp;
+    if (bytes > scratch.bytes) {
         free(scratch.raw);
-        scratch.raw = kiln_xmalloc(sizeof(tok_block) * n + 64);
-        scratch.cap = n;
+        scratch.raw = kiln_xmalloc(bytes + 64);
+        scratch.bytes = bytes;
     }
-    tok_block *blocks = (tok_block *)(((uintptr_t)scratch.raw + 63) & ~(uintptr_t)63);
-    if (ready) return blocks;
     scratch.T = T;
-    for (int t = 0; t < T; t++) {
-        scratch.stamp[t] = qx[t].stamp;
+    scratch.block = block;
+    for (int t = 0; t < T; t++) scratch.stamp[t] = qx[t].stamp;
+    return (void *)(((uintptr_t)scratch.raw + 63) & ~(uintptr_t)63);
+}
+
+/* The blocks of the T tokens QX, interleaved. */
+static const tok_block *tok_blocks(const kiln_qx *qx, int T) {
+    int nb = qx->k / 32, ready;
+    tok_block *blocks = lanes_get(qx, T, 32, sizeof(tok_block) * (size_t)nb * T, &ready);
+    for (int t = 0; t < T && !ready; t++)
         for (int b = 0; b < nb; b++) {
             tok_block *l = blocks + (size_t)b * T + t;
             memcpy(l->x, qx[t].q + 32 * b, 32);
             l->d = qx[t].d[b];
             l->sum = qx[t].sum[b];
         }
-    }
+    return blocks;
+}
+
+static const tok_kblock *tok_kblocks(const kiln_qx *qx, int T) {
+    int nb = qx->k / 256, ready;
+    tok_kblock *blocks = lanes_get(qx, T, 256, sizeof(tok_kblock) * (size_t)nb * T, &ready);
+    for (int t = 0; t < T && !ready; t++)
+        for (int b = 0; b < nb; b++) {
+            tok_kblock *l = blocks + (size_t)b * T + t;
+            memcpy(l->x, qx[t].q + 256 * b, 256);
+            memcpy(l->sum, qx[t].sum + 16 * b, sizeof l->sum);
+            l->d = qx[t].d[b];
+        }
     return blocks;
 }
 
@@ -91,10 +131,7 @@ static const tok_block *tok_blocks(const kiln_qx *qx, int T) {
 INLINE void q8_0_rows(float *y, size_t ys, size_t ldy, const kiln_block_q8_0 *w, size_t rs, const tok_block *L,
                       int stride, int nb, const int NR, const int NT) {
     __m256 acc[MV_STREAMS][MV_TOKENS];
-    #pragma GCC unroll 8
-    for (int r = 0; r < NR; r++)
-        #pragma GCC unroll 8
-        for (int t = 0; t < NT; t++) acc[r][t] = _mm256_setzero_ps();
+    zero_sums(acc, NR, NT);
     for (int b = 0; b < nb; b++, L += stride)
         #pragma GCC unroll 4
         for (int r = 0; r < NR; r++) {
@@ -108,10 +145,7 @@ INLINE void q8_0_rows(float *y, size_t ys, size_t ldy, const kiln_block_q8_0 *w,
                     _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(dw, _mm256_set1_ps(L[t].d)), acc[r][t]);
             }
         }
-    #pragma GCC unroll 4
-    for (int r = 0; r < NR; r++)
-        #pragma GCC unroll 8
-        for (int t = 0; t < NT; t++) y[r * ys + t * ldy] = hsum(acc[r][t]);
+    store_sums(y, ys, ldy, acc, NR, NT);
 }
 
 /* Q4_0: the nibbles as unsigned bytes; each lane's 4 products are then 8 * sum(x) too large, and 8
@@ -120,10 +154,7 @@ INLINE void q4_0_rows(float *y, size_t ys, size_t ldy, const kiln_block_q4_0 *w,
                       int stride, int nb, const int NR, const int NT) {
     const __m256i low = _mm256_set1_epi8(15);
     __m256 acc[MV_STREAMS][MV_TOKENS];
-    #pragma GCC unroll 8
-    for (int r = 0; r < NR; r++)
-        #pragma GCC unroll 8
-        for (int t = 0; t < NT; t++) acc[r][t] = _mm256_setzero_ps();
+    zero_sums(acc, NR, NT);
     for (int b = 0; b < nb; b++, L += stride)
         #pragma GCC unroll 4
         for (int r = 0; r < NR; r++) {
@@ -139,24 +170,22 @@ INLINE void q4_0_rows(float *y, size_t ys, size_t ldy, const kiln_block_q4_0 *w,
                     _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(dw, _mm256_set1_ps(L[t].d)), acc[r][t]);
             }
         }
-    #pragma GCC unroll 4
-    for (int r = 0; r < NR; r++)
-        #pragma GCC unroll 8
-        for (int t = 0; t < NT; t++) y[r * ys + t * ldy] = hsum(acc[r][t]);
+    store_sums(y, ys, ldy, acc, NR, NT);
 }
 
-/* Rows r0..r1 of T tokens: one token in MV_STREAMS runs side by side, more in passes of NT tokens as a
- * constant (so the accumulators are registers), one row at a time. */
-#define ROWS_IN_PASSES(rows_fn, blk_type)                                                                          \
+/* Rows r0..r1 of T tokens, with the tokens' blocks of BLOCK activations from LANES_FN: one token in
+ * STREAMS runs side by side, more in passes of NT tokens as a constant (so the accumulators are
+ * registers), one row at a time. */
+#define ROWS_IN_PASSES(rows_fn, blk_type, block, lanes_fn, streams)                                                \
     do {                                                                                                           \
-        int nb = qx->k / 32, nt = tokens_per_pass(T), i = r0;                                                     \
-        const tok_block *L = tok_blocks(qx, T);                                                                   \
+        int nb = qx->k / (block), nt = tokens_per_pass(T), i = r0;                                                \
+        __typeof__(lanes_fn(qx, T)) L = lanes_fn(qx, T);                                                          \
         const blk_type *w = (const blk_type *)W;                                                                  \
         if (T == 1) {                                                                                             \
-            int h = (r1 - r0) / MV_STREAMS;                                                                       \
+            int h = (r1 - r0) / (streams);                                                                        \
             for (; i < r0 + h; i++)                                                                               \
-                rows_fn(Y + i, h, 0, w + (size_t)nb * i, (size_t)nb * h, L, 1, nb, MV_STREAMS, 1);                \
-            i = r0 + MV_STREAMS * h;                                                                              \
+                rows_fn(Y + i, h, 0, w + (size_t)nb * i, (size_t)nb * h, L, 1, nb, streams, 1);                   \
+            i = r0 + (streams) * h;                                                                               \
         }                                                                                                         \
         for (; i < r1; i++)                                                                                       \
             for (int t0 = 0; t0 < T; t0 += nt) {                                                                  \
@@ -176,11 +205,11 @@ INLINE void q4_0_rows(float *y, size_t ys, size_t ldy, const kiln_block_q4_0 *w,
     } while (0)
 
 static void matvecs_q8_0(float *Y, size_t ldy, const kiln_qx *qx, int T, const void *W, int r0, int r1) {
-    ROWS_IN_PASSES(q8_0_rows, kiln_block_q8_0);
+    ROWS_IN_PASSES(q8_0_rows, kiln_block_q8_0, 32, tok_blocks, MV_STREAMS);
 }
 
 static void matvecs_q4_0(float *Y, size_t ldy, const kiln_qx *qx, int T, const void *W, int r0, int r1) {
-    ROWS_IN_PASSES(q4_0_rows, kiln_block_q4_0);
+    ROWS_IN_PASSES(q4_0_rows, kiln_block_q4_0, 32, tok_blocks, MV_STREAMS);
 }
 
 static void matvec_q8_0(float *y, const kiln_qx *qx, const void *W, int r0, int r1) {
@@ -191,51 +220,74 @@ static void matvec_q4_0(float *y, const kiln_qx *qx, const void *W, int r0, int 
     matvecs_q4_0(y, 0, qx, 1, W, r0, r1);
 }
 
-static void matvec_q4_k(float *y, const kiln_qx *qx, const void *W, int r0, int r1) {
-    int nb = qx->k / 256;
+/* Q4_K: NR rows (RS blocks apart) against NT tokens, as q8_0_rows; each 32-byte group of nibbles is
+ * unpacked once for every token, and each sub-block's products are scaled by vpmaddwd. */
+INLINE void q4_k_rows(float *y, size_t ys, size_t ldy, const kiln_block_q4_k *w, size_t rs, const tok_kblock *L,
+                      int stride, int nb, const int NR, const int NT) {
     const __m256i low = _mm256_set1_epi8(15);
-    for (int i = r0; i < r1; i++) {
-        const kiln_block_q4_k *w = (const kiln_block_q4_k *)W + (size_t)nb * i;
-        __m256 acc = _mm256_setzero_ps();
-        float mins = 0;
-        for (int b = 0; b < nb; b++) {
-            const int8_t *x = qx->q + 256 * b;
-            const int32_t *bsum = qx->sum + 16 * b;
-            __m256i t = _mm256_setzero_si256();
-            int imin = 0;
+    __m256 acc[MV_STREAMS][MV_TOKENS];
+    float mins[MV_STREAMS][MV_TOKENS];
+    #pragma GCC unroll 8
+    for (int r = 0; r < NR; r++)
+        #pragma GCC unroll 8
+        for (int t = 0; t < NT; t++) acc[r][t] = _mm256_setzero_ps(), mins[r][t] = 0;
+    for (int b = 0; b < nb; b++, L += stride)
+        #pragma GCC unroll 4
+        for (int r = 0; r < NR; r++) {
+            const kiln_block_q4_k *wb = w + r * rs + b;
+            __m256i isum[MV_TOKENS];
+            int imin[MV_TOKENS];
+            #pragma GCC unroll 8
+            for (int t = 0; t < NT; t++) isum[t] = _mm256_setzero_si256(), imin[t] = 0;
             for (int g = 0; g < 4; g++) {
                 int sc0, m0, sc1, m1;
-                kiln_q4k_scale_min(w[b].scales, 2 * g, &sc0, &m0);
-                kiln_q4k_scale_min(w[b].scales, 2 * g + 1, &sc1, &m1);
-                __m256i q = _mm256_loadu_si256((const __m256i *)(w[b].qs + 32 * g));
+                kiln_q4k_scale_min(wb->scales, 2 * g, &sc0, &m0);
+                kiln_q4k_scale_min(wb->scales, 2 * g + 1, &sc1, &m1);
+                __m256i q = _mm256_loadu_si256((const __m256i *)(wb->qs + 32 * g));
                 __m256i lo = _mm256_and_si256(q, low), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low);
-                __m256i plo = _mm256_maddubs_epi16(lo, _mm256_load_si256((const __m256i *)(x + 64 * g)));
-                __m256i phi = _mm256_maddubs_epi16(hi, _mm256_load_si256((const __m256i *)(x + 64 * g + 32)));
-                t = _mm256_add_epi32(t, _mm256_madd_epi16(plo, _mm256_set1_epi16((short)sc0)));
-                t = _mm256_add_epi32(t, _mm256_madd_epi16(phi, _mm256_set1_epi16((short)sc1)));
-                imin += m0 * (bsum[4 * g] + bsum[4 * g + 1]) + m1 * (bsum[4 * g + 2] + bsum[4 * g + 3]);
+                __m256i s0 = _mm256_set1_epi16((short)sc0), s1 = _mm256_set1_epi16((short)sc1);
+                #pragma GCC unroll 8
+                for (int t = 0; t < NT; t++) {
+                    const int8_t *x = L[t].x + 64 * g;
+                    const int32_t *bsum = L[t].sum + 4 * g;
+                    __m256i plo = _mm256_maddubs_epi16(lo, _mm256_load_si256((const __m256i *)x));
+                    __m256i phi = _mm256_maddubs_epi16(hi, _mm256_load_si256((const __m256i *)(x + 32)));
+                    isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(plo, s0));
+                    isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(phi, s1));
+                    imin[t] += m0 * (bsum[0] + bsum[1]) + m1 * (bsum[2] + bsum[3]);
+                }
             }
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(t), _mm256_set1_ps(_cvtsh_ss(w[b].d) * qx->d[b]), acc);
-            mins += _cvtsh_ss(w[b].dmin) * qx->d[b] * (float)imin;
+            float dw = _cvtsh_ss(wb->d), dmin = _cvtsh_ss(wb->dmin);
+            #pragma GCC unroll 8
+            for (int t = 0; t < NT; t++) {
+                acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_set1_ps(dw * L[t].d), acc[r][t]);
+                mins[r][t] += dmin * L[t].d * (float)imin[t];
+            }
         }
-        y[i] = hsum(acc) - mins;
-    }
+    #pragma GCC unroll 4
+    for (int r = 0; r < NR; r++)
+        #pragma GCC unroll 8
+        for (int t = 0; t < NT; t++) y[r * ys + t * ldy] = hsum(acc[r][t]) - mins[r][t];
 }
 
-static void matvec_q6_k(float *y, const kiln_qx *qx, const void *W, int r0, int r1) {
-    int nb = qx->k / 256;
+/* Q6_K: NR rows against NT tokens; the 6-bit values of each half are assembled once for every token. */
+INLINE void q6_k_rows(float *y, size_t ys, size_t ldy, const kiln_block_q6_k *w, size_t rs, const tok_kblock *L,
+                      int stride, int nb, const int NR, const int NT) {
     const __m256i low = _mm256_set1_epi8(15), two = _mm256_set1_epi8(3);
-    for (int i = r0; i < r1; i++) {
-        const kiln_block_q6_k *w = (const kiln_block_q6_k *)W + (size_t)nb * i;
-        __m256 acc = _mm256_setzero_ps();
-        for (int b = 0; b < nb; b++) {
-            const int8_t *x = qx->q + 256 * b, *sc = w[b].scales;
-            const int32_t *bsum = qx->sum + 16 * b;
-            __m256i t = _mm256_setzero_si256();
+    __m256 acc[MV_STREAMS][MV_TOKENS];
+    zero_sums(acc, NR, NT);
+    for (int b = 0; b < nb; b++, L += stride)
+        #pragma GCC unroll 4
+        for (int r = 0; r < NR; r++) {
+            const kiln_block_q6_k *wb = w + r * rs + b;
+            const int8_t *sc = wb->scales;
+            __m256i isum[MV_TOKENS];
+            #pragma GCC unroll 8
+            for (int t = 0; t < NT; t++) isum[t] = _mm256_setzero_si256();
             for (int h = 0; h < 2; h++) {
-                __m256i ql0 = _mm256_loadu_si256((const __m256i *)(w[b].ql + 64 * h));
-                __m256i ql1 = _mm256_loadu_si256((const __m256i *)(w[b].ql + 64 * h + 32));
-                __m256i qh = _mm256_loadu_si256((const __m256i *)(w[b].qh + 32 * h));
+                __m256i ql0 = _mm256_loadu_si256((const __m256i *)(wb->ql + 64 * h));
+                __m256i ql1 = _mm256_loadu_si256((const __m256i *)(wb->ql + 64 * h + 32));
+                __m256i qh = _mm256_loadu_si256((const __m256i *)(wb->qh + 32 * h));
                 __m256i v[4] = {
                     _mm256_or_si256(_mm256_and_si256(ql0, low), _mm256_slli_epi16(_mm256_and_si256(qh, two), 4)),
                     _mm256_or_si256(_mm256_and_si256(ql1, low),
@@ -247,18 +299,43 @@ static void matvec_q6_k(float *y, const kiln_qx *qx, const void *W, int r0, int 
                 };
                 for (int c = 0; c < 4; c++) {
                     int s = 8 * h + 2 * c;
-                    __m256i p = _mm256_maddubs_epi16(v[c], _mm256_load_si256((const __m256i *)(x + 128 * h + 32 * c)));
                     __m256i scv = _mm256_set_m128i(_mm_set1_epi16(sc[s + 1]), _mm_set1_epi16(sc[s]));
-                    t = _mm256_add_epi32(t, _mm256_madd_epi16(p, scv));
+                    #pragma GCC unroll 8
+                    for (int t = 0; t < NT; t++) {
+                        __m256i p = _mm256_maddubs_epi16(
+                            v[c], _mm256_load_si256((const __m256i *)(L[t].x + 128 * h + 32 * c)));
+                        isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(p, scv));
+                    }
                 }
             }
-            int corr = 0; /* the stored values are q + 32 */
-            for (int s = 0; s < 16; s++) corr += sc[s] * bsum[s];
-            t = _mm256_sub_epi32(t, _mm256_set_epi32(0, 0, 0, 0, 0, 0, 0, 32 * corr));
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(t), _mm256_set1_ps(_cvtsh_ss(w[b].d) * qx->d[b]), acc);
+            float dw = _cvtsh_ss(wb->d);
+            #pragma GCC unroll 8
+            for (int t = 0; t < NT; t++) {
+                int corr = 0; /* the stored values are q + 32 */
+                for (int s = 0; s < 16; s++) corr += sc[s] * L[t].sum[s];
+                __m256i u = _mm256_sub_epi32(isum[t], _mm256_set_epi32(0, 0, 0, 0, 0, 0, 0, 32 * corr));
+                acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(u), _mm256_set1_ps(dw * L[t].d), acc[r][t]);
+            }
         }
-        y[i] = hsum(acc);
-    }
+    store_sums(y, ys, ldy, acc, NR, NT);
+}
+
+/* One token a row at a time, as before they took short batches (their decode was not measured with runs
+ * side by side on an AVX2 machine). */
+static void matvecs_q4_k(float *Y, size_t ldy, const kiln_qx *qx, int T, const void *W, int r0, int r1) {
+    ROWS_IN_PASSES(q4_k_rows, kiln_block_q4_k, 256, tok_kblocks, 1);
+}
+
+static void matvecs_q6_k(float *Y, size_t ldy, const kiln_qx *qx, int T, const void *W, int r0, int r1) {
+    ROWS_IN_PASSES(q6_k_rows, kiln_block_q6_k, 256, tok_kblocks, 1);
+}
+
+static void matvec_q4_k(float *y, const kiln_qx *qx, const void *W, int r0, int r1) {
+    matvecs_q4_k(y, 0, qx, 1, W, r0, r1);
+}
+
+static void matvec_q6_k(float *y, const kiln_qx *qx, const void *W, int r0, int r1) {
+    matvecs_q6_k(y, 0, qx, 1, W, r0, r1);
 }
 
 static void matvec(float *y, const kiln_qx *qx, const void *W, int type, int r0, int r1) {
@@ -274,6 +351,8 @@ static int matvecs(float *Y, size_t ldy, const kiln_qx *qx, int T, const void *W
     switch (type) {
     case KILN_TYPE_Q8_0: matvecs_q8_0(Y, ldy, qx, T, W, r0, r1); return 1;
     case KILN_TYPE_Q4_0: matvecs_q4_0(Y, ldy, qx, T, W, r0, r1); return 1;
+    case KILN_TYPE_Q4_K: matvecs_q4_k(Y, ldy, qx, T, W, r0, r1); return 1;
+    case KILN_TYPE_Q6_K: matvecs_q6_k(Y, ldy, qx, T, W, r0, r1); return 1;
     default: return 0;
     }
 }
