@@ -31,6 +31,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "kiln.h" /* the type ids: KILN_TYPE_Q8_0 and the others are kiln_type values */
 
@@ -74,6 +75,18 @@ void kiln_quantize_row(int type, const float *src, void *dst, int64_t k);
 
 /* 6-bit scale and min of sub-block S (0..7) of a Q4_K block's packed SCALES. */
 void kiln_q4k_scale_min(const uint8_t *scales, int s, int *sc, int *m);
+/* All eight of them at once, byte S of *SC and *M for sub-block S: the kernels' form, without branches. */
+static inline void kiln_q4k_unpack_scales(const uint8_t *scales, uint64_t *sc, uint64_t *m) {
+    uint32_t a, b, c;
+    memcpy(&a, scales, 4);
+    memcpy(&b, scales + 4, 4);
+    memcpy(&c, scales + 8, 4);
+    uint32_t sc_lo = a & 0x3f3f3f3f, m_lo = b & 0x3f3f3f3f;
+    uint32_t sc_hi = (c & 0x0f0f0f0f) | ((a >> 6) & 0x03030303) << 4;
+    uint32_t m_hi = ((c >> 4) & 0x0f0f0f0f) | ((b >> 6) & 0x03030303) << 4;
+    *sc = sc_lo | (uint64_t)sc_hi << 32;
+    *m = m_lo | (uint64_t)m_hi << 32;
+}
 
 #define KILN_QX_TINY 1e-30f
 

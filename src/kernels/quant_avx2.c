@@ -239,10 +239,11 @@ INLINE void q4_k_rows(float *y, size_t ys, size_t ldy, const kiln_block_q4_k *w,
             int imin[MV_TOKENS];
             #pragma GCC unroll 8
             for (int t = 0; t < NT; t++) isum[t] = _mm256_setzero_si256(), imin[t] = 0;
+            uint64_t scs, ms;
+            kiln_q4k_unpack_scales(wb->scales, &scs, &ms);
             for (int g = 0; g < 4; g++) {
-                int sc0, m0, sc1, m1;
-                kiln_q4k_scale_min(wb->scales, 2 * g, &sc0, &m0);
-                kiln_q4k_scale_min(wb->scales, 2 * g + 1, &sc1, &m1);
+                int sc0 = scs >> 16 * g & 0xff, sc1 = scs >> (16 * g + 8) & 0xff;
+                int m0 = ms >> 16 * g & 0xff, m1 = ms >> (16 * g + 8) & 0xff;
                 __m256i q = _mm256_loadu_si256((const __m256i *)(wb->qs + 32 * g));
                 __m256i lo = _mm256_and_si256(q, low), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low);
                 __m256i s0 = _mm256_set1_epi16((short)sc0), s1 = _mm256_set1_epi16((short)sc1);

@@ -382,19 +382,6 @@ typedef struct {
     float dx;
 } q4k_lanes;
 
-/* The eight 6-bit scales and mins of a Q4_K block, each as 8 bytes of a 64-bit word. */
-INLINE void q4k_unpack_scales(const uint8_t *s, uint64_t *sc, uint64_t *m) {
-    uint32_t a, b, c;
-    memcpy(&a, s, 4);
-    memcpy(&b, s + 4, 4);
-    memcpy(&c, s + 8, 4);
-    uint32_t sc_lo = a & 0x3f3f3f3f, m_lo = b & 0x3f3f3f3f;
-    uint32_t sc_hi = (c & 0x0f0f0f0f) | ((a >> 6) & 0x03030303) << 4;
-    uint32_t m_hi = ((c >> 4) & 0x0f0f0f0f) | ((b >> 6) & 0x03030303) << 4;
-    *sc = sc_lo | (uint64_t)sc_hi << 32;
-    *m = m_lo | (uint64_t)m_hi << 32;
-}
-
 static const uint32_t Q4_K_SCALE_IDX[4][16] = {
     {0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2}, {1, 1, 1, 1, 1, 1, 1, 1, 3, 3, 3, 3, 3, 3, 3, 3},
     {4, 4, 4, 4, 4, 4, 4, 4, 6, 6, 6, 6, 6, 6, 6, 6}, {5, 5, 5, 5, 5, 5, 5, 5, 7, 7, 7, 7, 7, 7, 7, 7}};
@@ -433,7 +420,7 @@ INLINE void q4_k_rows(float *y, size_t ys, size_t ldy, const uint8_t *p, size_t 
             _mm_prefetch((const char *)blk + 2 * PREFETCH, _MM_HINT_T0);
             _mm_prefetch((const char *)blk + 2 * PREFETCH + 64, _MM_HINT_T0);
             uint64_t scales, mins;
-            q4k_unpack_scales(blk->scales, &scales, &mins);
+            kiln_q4k_unpack_scales(blk->scales, &scales, &mins);
             __m512i sc32 = _mm512_cvtepu8_epi32(_mm_cvtsi64_si128((long long)scales));
             __m512i sc[4], q[4];
             #pragma GCC unroll 4
