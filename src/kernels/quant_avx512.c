@@ -417,6 +417,7 @@ INLINE void q4_k_rows(float *y, size_t ys, size_t ldy, const uint8_t *p, size_t 
         #pragma GCC unroll 4
         for (int r = 0; r < NR; r++) {
             const kiln_block_q4_k *blk = (const kiln_block_q4_k *)(p + r * rs) + b;
+            /* a block spans 2-3 lines; 8 KiB ahead was as good as 4 and better than none (3-8%) */
             _mm_prefetch((const char *)blk + 2 * PREFETCH, _MM_HINT_T0);
             _mm_prefetch((const char *)blk + 2 * PREFETCH + 64, _MM_HINT_T0);
             uint64_t scales, mins;
