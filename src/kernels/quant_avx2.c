@@ -363,6 +363,31 @@ static int matvecs(float *Y, size_t ldy, const kiln_qx *qx, int T, const void *W
 
 enum { MR = 4, NR = 8 };
 
+/* ACC[t] += the integer sums S[t] of unit U of M tokens times their scales (and, with mins, minus the
+ * mins times the tokens' sums), for N = 8 weight rows. */
+INLINE void add_unit(const kiln_qtile *a, __m256 *acc, const __m256i *s, int u, const int M, const int N) {
+    __m256 ws = _mm256_load_ps(a->ws + u * N);
+    #pragma GCC unroll 8
+    for (int t = 0; t < M; t++)
+        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[t]), _mm256_mul_ps(ws, _mm256_set1_ps(a->xd[u * M + t])), acc[t]);
+    if (a->wm) {
+        __m256 wm = _mm256_load_ps(a->wm + u * N);
+        #pragma GCC unroll 8
+        for (int t = 0; t < M; t++) acc[t] = _mm256_fnmadd_ps(wm, _mm256_set1_ps(a->xm[u * M + t]), acc[t]);
+    }
+}
+
+/* The tile's mt x nt results (8 rows a token) into Y, added to it when accumulating. */
+INLINE void store_tile(const kiln_qtile *a, const __m256 *acc) {
+    __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(a->nt), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    #pragma GCC unroll 8
+    for (int t = 0; t < a->mt; t++) {
+        float *y = a->Y + (size_t)t * a->ldy;
+        __m256 v = a->accumulate ? _mm256_add_ps(acc[t], _mm256_maskload_ps(y, mask)) : acc[t];
+        _mm256_maskstore_ps(y, mask, v);
+    }
+}
+
 /* The tile's units of G2 pairs of columns (G2 a constant: with the pair loop unrolled the integer sums
  * stay in their registers; a loop carrying them made GCC copy each one around every product). */
 INLINE void tile_units(const kiln_qtile *a, __m256 acc[MR], const int G2) {
@@ -383,16 +408,7 @@ INLINE void tile_units(const kiln_qtile *a, __m256 acc[MR], const int G2) {
                 __asm__("" : "+v"(s[t]));
             }
         }
-        __m256 ws = _mm256_load_ps(a->ws + u * NR);
-        #pragma GCC unroll 8
-        for (int t = 0; t < MR; t++)
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[t]), _mm256_mul_ps(ws, _mm256_set1_ps(a->xd[u * MR + t])),
-                                     acc[t]);
-        if (a->wm) {
-            __m256 wm = _mm256_load_ps(a->wm + u * NR);
-            #pragma GCC unroll 8
-            for (int t = 0; t < MR; t++) acc[t] = _mm256_fnmadd_ps(wm, _mm256_set1_ps(a->xm[u * MR + t]), acc[t]);
-        }
+        add_unit(a, acc, s, u, MR, NR);
     }
 }
 
@@ -402,15 +418,57 @@ static void tile(const kiln_qtile *a) {
     for (int t = 0; t < MR; t++) acc[t] = _mm256_setzero_ps();
     if (a->unit_k == 32) tile_units(a, acc, 16);
     else tile_units(a, acc, 8); /* Q6_K: units of 16 */
-    __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(a->nt), lane);
-    #pragma GCC unroll 8
-    for (int t = 0; t < a->mt; t++) {
-        float *y = a->Y + (size_t)t * a->ldy;
-        if (a->accumulate) acc[t] = _mm256_add_ps(acc[t], _mm256_maskload_ps(y, mask));
-        _mm256_maskstore_ps(y, mask, acc[t]);
+    store_tile(a, acc);
+}
+
+/* ---- prefill tile with AVX-VNNI: 6 tokens x 8 weight rows on bytes ----
+ * The AVX-512 tile's byte operands (unsigned weights plus the type's offset, int8 tokens) on 256 bits:
+ * for each group of 4 columns the 8 rows' 4 bytes are one register, each token's 4 bytes are broadcast,
+ * and vpdpbusd adds 32 products into the 8 lanes (vpmaddwd above: 16, and an add). For CPUs with AVX2
+ * and AVX-VNNI but not AVX-512 (Intel from Alder Lake). */
+
+enum { VNNI_MR = 6, VNNI_NR = 8 };
+
+__attribute__((target("avxvnni"))) INLINE void vnni_units(const kiln_qtile *a, __m256 acc[VNNI_MR], const int G4) {
+    const int8_t *xq = a->xq;
+    const uint8_t *wq = a->wq;
+    for (int u = 0; u < a->units; u++, xq += 4 * VNNI_MR * G4, wq += 4 * VNNI_NR * G4) {
+        __m256i s[VNNI_MR];
+        #pragma GCC unroll 8
+        for (int t = 0; t < VNNI_MR; t++) s[t] = _mm256_set1_epi32(a->xb[u * VNNI_MR + t]);
+        #pragma GCC unroll 8
+        for (int g = 0; g < G4; g++) {
+            __m256i w = _mm256_load_si256((const __m256i *)(wq + 4 * VNNI_NR * g));
+            #pragma GCC unroll 8
+            for (int t = 0; t < VNNI_MR; t++) {
+                int32_t xv;
+                memcpy(&xv, xq + 4 * VNNI_MR * g + 4 * t, 4);
+                s[t] = _mm256_dpbusd_avx_epi32(s[t], w, _mm256_set1_epi32(xv));
+            }
+        }
+        add_unit(a, acc, s, u, VNNI_MR, VNNI_NR);
     }
 }
+
+__attribute__((target("avxvnni"))) static void tile_vnni(const kiln_qtile *a) {
+    __m256 acc[VNNI_MR];
+    #pragma GCC unroll 8
+    for (int t = 0; t < VNNI_MR; t++) acc[t] = _mm256_setzero_ps();
+    if (a->unit_k == 32) vnni_units(a, acc, 8);
+    else vnni_units(a, acc, 4); /* Q6_K: units of 16 */
+    store_tile(a, acc);
+}
+
+const kiln_qkernels kiln_qkernels_avx2vnni = {
+    .name = "avx2-vnni",
+    .quantize_x = kiln_quantize_x_ref,
+    .matvec = matvec,
+    .matvecs = matvecs,
+    .matvecs_max = KILN_QMATVECS_MAX,
+    .mr = VNNI_MR,
+    .nr = VNNI_NR,
+    .tile = tile_vnni,
+};
 
 const kiln_qkernels kiln_qkernels_avx2 = {
     .name = "avx2",

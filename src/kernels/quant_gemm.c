@@ -29,11 +29,14 @@ const kiln_qkernels kiln_qkernels_scalar = {
     .matvecs_max = KILN_QMATVECS_MAX,
 };
 
-static const kiln_qkernels *supported[4];
+static const kiln_qkernels *supported[5];
 static const kiln_qkernels *active;
 static pthread_once_t chosen = PTHREAD_ONCE_INIT;
 
-static int isa_level(const char *name) { return !strcmp(name, "avx512") ? 0 : !strcmp(name, "avx2") ? 1 : 2; }
+/* avx2-vnni is at the level of avx2 (KILN_ISA=avx2 runs it where the CPU has AVX-VNNI). */
+static int isa_level(const char *name) {
+    return !strcmp(name, "avx512") ? 0 : !strcmp(name, "avx2") || !strcmp(name, "avx2-vnni") ? 1 : 2;
+}
 
 static const kiln_qkernels *best_at_or_below(int level) {
     for (int i = 0; supported[i]; i++)
@@ -48,8 +51,10 @@ static void choose(void) {
         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
         __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("f16c"))
         supported[n++] = &kiln_qkernels_avx512;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) {
+        if (__builtin_cpu_supports("avxvnni")) supported[n++] = &kiln_qkernels_avx2vnni;
         supported[n++] = &kiln_qkernels_avx2;
+    }
     supported[n++] = &kiln_qkernels_scalar;
     supported[n] = NULL;
     active = best_at_or_below(isa_level(kiln_isa())); /* never above the float kernels, which KILN_ISA caps */

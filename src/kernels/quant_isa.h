@@ -43,7 +43,7 @@ typedef struct {
 } kiln_qtile;
 
 typedef struct {
-    const char *name; /* "scalar", "avx2", "avx512" */
+    const char *name; /* "scalar", "avx2", "avx2-vnni", "avx512" */
     /* The same values as kiln_quantize_x_ref. */
     void (*quantize_x)(kiln_qx *qx, const float *x, int type, int k);
     /* y[i] = W[i] . x for rows r0 <= i < r1 of quantized TYPE, x quantized for TYPE. */
@@ -64,7 +64,8 @@ typedef struct {
 /* The most tokens of one short batch. */
 enum { KILN_QMATVECS_MAX = 16 };
 
-extern const kiln_qkernels kiln_qkernels_scalar, kiln_qkernels_avx2, kiln_qkernels_avx512;
+/* avx2-vnni: the AVX2 table with a byte GEMM tile on AVX-VNNI (CPUs with it but without AVX-512). */
+extern const kiln_qkernels kiln_qkernels_scalar, kiln_qkernels_avx2, kiln_qkernels_avx2vnni, kiln_qkernels_avx512;
 
 /* Tables this CPU can run, best first (NULL-terminated), and the one the drivers use: the best one at
  * or below the level the float kernels run at (so KILN_ISA caps both). */
