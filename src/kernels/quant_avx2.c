@@ -3,7 +3,11 @@
  * 16-bit pairs) and vpmaddwd; the operands are kept small enough never to saturate: Q8_0 multiplies
  * |w| by x with w's sign (both at most 127 in magnitude, so a pair stays under 2^15), the other types
  * are unsigned nibbles or 6-bit values. vpmaddwd against a sub-block's scale sums the pairs and applies
- * the scale in one instruction. The GEMM tile multiplies 16-bit values with vpmaddwd. */
+ * the scale in one instruction. The GEMM tile multiplies 16-bit values with vpmaddwd.
+ *
+ * quant_avx2vnni.c compiles this file again with KILN_AVX2_VNNI for CPUs that also have AVX-VNNI (Intel
+ * from Alder Lake, without AVX-512): there the four byte products of a lane are one vpdpbusd, and the
+ * GEMM tile works on bytes. The integer sums are the same, so are the results, bit for bit. */
 #include <immintrin.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,7 +20,11 @@
 
 /* Sums of 4 products of unsigned U and signed S bytes in each 32-bit lane (U * S pairs below 2^15). */
 INLINE __m256i dot4(__m256i u, __m256i s) {
+#if KILN_AVX2_VNNI
+    return _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), u, s);
+#else
     return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+#endif
 }
 
 INLINE float hsum(__m256 v) {
@@ -358,10 +366,7 @@ static int matvecs(float *Y, size_t ldy, const kiln_qx *qx, int T, const void *W
     }
 }
 
-/* ---- prefill tile: 4 tokens x 8 weight rows on 16-bit values ----
- * For each pair of columns, each token's two values are broadcast against the 8 rows' two values. */
-
-enum { MR = 4, NR = 8 };
+/* ---- prefill tiles: the 16-bit one below, or with KILN_AVX2_VNNI the one on bytes ---- */
 
 /* ACC[t] += the integer sums S[t] of unit U of M tokens times their scales (and, with mins, minus the
  * mins times the tokens' sums), for N = 8 weight rows. */
@@ -387,6 +392,61 @@ INLINE void store_tile(const kiln_qtile *a, const __m256 *acc) {
         _mm256_maskstore_ps(y, mask, v);
     }
 }
+
+#if KILN_AVX2_VNNI
+/* ---- prefill tile with AVX-VNNI: 6 tokens x 8 weight rows on bytes ----
+ * The AVX-512 tile's byte operands (unsigned weights plus the type's offset, int8 tokens) on 256 bits:
+ * for each group of 4 columns the 8 rows' 4 bytes are one register, each token's 4 bytes are broadcast,
+ * and vpdpbusd adds 32 products into the 8 lanes (the 16-bit tile's vpmaddwd: 16, and an add). */
+
+enum { VNNI_MR = 6, VNNI_NR = 8 };
+
+INLINE void vnni_units(const kiln_qtile *a, __m256 acc[VNNI_MR], const int G4) {
+    const int8_t *xq = a->xq;
+    const uint8_t *wq = a->wq;
+    for (int u = 0; u < a->units; u++, xq += 4 * VNNI_MR * G4, wq += 4 * VNNI_NR * G4) {
+        __m256i s[VNNI_MR];
+        #pragma GCC unroll 8
+        for (int t = 0; t < VNNI_MR; t++) s[t] = _mm256_set1_epi32(a->xb[u * VNNI_MR + t]);
+        #pragma GCC unroll 8
+        for (int g = 0; g < G4; g++) {
+            __m256i w = _mm256_load_si256((const __m256i *)(wq + 4 * VNNI_NR * g));
+            #pragma GCC unroll 8
+            for (int t = 0; t < VNNI_MR; t++) {
+                int32_t xv;
+                memcpy(&xv, xq + 4 * VNNI_MR * g + 4 * t, 4);
+                s[t] = _mm256_dpbusd_avx_epi32(s[t], w, _mm256_set1_epi32(xv));
+            }
+        }
+        add_unit(a, acc, s, u, VNNI_MR, VNNI_NR);
+    }
+}
+
+static void tile_vnni(const kiln_qtile *a) {
+    __m256 acc[VNNI_MR];
+    #pragma GCC unroll 8
+    for (int t = 0; t < VNNI_MR; t++) acc[t] = _mm256_setzero_ps();
+    if (a->unit_k == 32) vnni_units(a, acc, 8);
+    else vnni_units(a, acc, 4); /* Q6_K: units of 16 */
+    store_tile(a, acc);
+}
+
+const kiln_qkernels kiln_qkernels_avx2vnni = {
+    .name = "avx2-vnni",
+    .quantize_x = kiln_quantize_x_ref,
+    .matvec = matvec,
+    .matvecs = matvecs,
+    .matvecs_max = KILN_QMATVECS_MAX,
+    .mr = VNNI_MR,
+    .nr = VNNI_NR,
+    .tile = tile_vnni,
+};
+
+#else
+/* ---- prefill tile: 4 tokens x 8 weight rows on 16-bit values ----
+ * For each pair of columns, each token's two values are broadcast against the 8 rows' two values. */
+
+enum { MR = 4, NR = 8 };
 
 /* The tile's units of G2 pairs of columns (G2 a constant: with the pair loop unrolled the integer sums
  * stay in their registers; a loop carrying them made GCC copy each one around every product). */
@@ -421,55 +481,6 @@ static void tile(const kiln_qtile *a) {
     store_tile(a, acc);
 }
 
-/* ---- prefill tile with AVX-VNNI: 6 tokens x 8 weight rows on bytes ----
- * The AVX-512 tile's byte operands (unsigned weights plus the type's offset, int8 tokens) on 256 bits:
- * for each group of 4 columns the 8 rows' 4 bytes are one register, each token's 4 bytes are broadcast,
- * and vpdpbusd adds 32 products into the 8 lanes (vpmaddwd above: 16, and an add). For CPUs with AVX2
- * and AVX-VNNI but not AVX-512 (Intel from Alder Lake). */
-
-enum { VNNI_MR = 6, VNNI_NR = 8 };
-
-__attribute__((target("avxvnni"))) INLINE void vnni_units(const kiln_qtile *a, __m256 acc[VNNI_MR], const int G4) {
-    const int8_t *xq = a->xq;
-    const uint8_t *wq = a->wq;
-    for (int u = 0; u < a->units; u++, xq += 4 * VNNI_MR * G4, wq += 4 * VNNI_NR * G4) {
-        __m256i s[VNNI_MR];
-        #pragma GCC unroll 8
-        for (int t = 0; t < VNNI_MR; t++) s[t] = _mm256_set1_epi32(a->xb[u * VNNI_MR + t]);
-        #pragma GCC unroll 8
-        for (int g = 0; g < G4; g++) {
-            __m256i w = _mm256_load_si256((const __m256i *)(wq + 4 * VNNI_NR * g));
-            #pragma GCC unroll 8
-            for (int t = 0; t < VNNI_MR; t++) {
-                int32_t xv;
-                memcpy(&xv, xq + 4 * VNNI_MR * g + 4 * t, 4);
-                s[t] = _mm256_dpbusd_avx_epi32(s[t], w, _mm256_set1_epi32(xv));
-            }
-        }
-        add_unit(a, acc, s, u, VNNI_MR, VNNI_NR);
-    }
-}
-
-__attribute__((target("avxvnni"))) static void tile_vnni(const kiln_qtile *a) {
-    __m256 acc[VNNI_MR];
-    #pragma GCC unroll 8
-    for (int t = 0; t < VNNI_MR; t++) acc[t] = _mm256_setzero_ps();
-    if (a->unit_k == 32) vnni_units(a, acc, 8);
-    else vnni_units(a, acc, 4); /* Q6_K: units of 16 */
-    store_tile(a, acc);
-}
-
-const kiln_qkernels kiln_qkernels_avx2vnni = {
-    .name = "avx2-vnni",
-    .quantize_x = kiln_quantize_x_ref,
-    .matvec = matvec,
-    .matvecs = matvecs,
-    .matvecs_max = KILN_QMATVECS_MAX,
-    .mr = VNNI_MR,
-    .nr = VNNI_NR,
-    .tile = tile_vnni,
-};
-
 const kiln_qkernels kiln_qkernels_avx2 = {
     .name = "avx2",
     .quantize_x = kiln_quantize_x_ref,
@@ -481,3 +492,4 @@ const kiln_qkernels kiln_qkernels_avx2 = {
     .wide = 1,
     .tile = tile,
 };
+#endif
