@@ -6,8 +6,10 @@
 # those the tests write, and grow in build/fuzz/corpus-NAME/ from run to run. Fails on any crash, leak,
 # undefined behaviour or input slower than 10 s; the input that did it is left in build/fuzz/. Then checks
 # that llama.cpp (npm node-llama-cpp) runs stories260K converted by kiln to llama2.c's greedy text, that
-# kiln quantize writes llama-quantize's tensors bit for bit (tests/ref/quantize_vs_llama_cpp.sh), and
-# runs the trainer's long checks (scripts/check-long-train.sh: kill -9 and resume, learning, mpirun).
+# kiln quantize writes llama-quantize's tensors bit for bit (tests/ref/quantize_vs_llama_cpp.sh), runs
+# the trainer's long checks (scripts/check-long-train.sh: kill -9 and resume, learning, mpirun), and
+# checks that the greedy tokens of the model they trained agree with llama.cpp's, quantized or not
+# (tests/ref/quant_greedy_vs_llama_cpp.sh).
 set -eu
 cd "$(dirname "$0")/.."
 FUZZ_SECONDS=${FUZZ_SECONDS:-60}
@@ -51,7 +53,7 @@ fuzz gguf "fuzz/fuzz_gguf.c $BASE src/format/gguf.c" "" tests/golden/*.gguf buil
 fuzz safetensors "fuzz/fuzz_safetensors.c $BASE src/format/safetensors.c" "-ljansson" \
      tests/golden/hf/*/*.safetensors ../shared/testdata/tiny-gpt2/model.safetensors
 fuzz hf_config "fuzz/fuzz_hf_config.c $BASE src/format/hf_config.c src/format/model_file.c src/format/gguf.c
-     src/model/config.c src/model/rope.c src/kernels/ref.c" "-ljansson" tests/golden/hf/*/config.json ../shared/testdata/tiny-gpt2/config.json
+     src/model/config.c src/model/rope.c src/kernels/ref.c src/kernels/quant_ref.c" "-ljansson" tests/golden/hf/*/config.json ../shared/testdata/tiny-gpt2/config.json
 # A small real tokenizer.json (GPT-2 style) seeds it: the large npm ones would make each run slow.
 mkdir -p "$OUT/seed-tokenizer"
 cat >"$OUT/seed-tokenizer/tokenizer.json" <<'JSON'
@@ -93,3 +95,14 @@ fi
 sed 's/^/check-long: OK: /' "$OUT/quantize_vs_llama_cpp.txt"
 
 scripts/check-long-train.sh
+
+# Greedy decoding agrees with llama.cpp's for 64 steps of 6 C prompts on the small model the trainer's
+# checks just trained, in f32, Q8_0 and Q4_0 (random weights leave near-ties that float order tips:
+# docs/QUANTIZATION.md).
+TRAINED=${CHECK_DIR:-build/check-long-train}/whole/latest.gguf
+if ! RANDOM_MODEL=0 tests/ref/quant_greedy_vs_llama_cpp.sh 64 "$TRAINED" >"$OUT/greedy_trained.txt" 2>&1; then
+  grep -E "^--|part at" "$OUT/greedy_trained.txt" >&2 || true
+  echo "check-long: FAILED: kiln and llama.cpp part in greedy decoding of $TRAINED ($OUT/greedy_trained.txt)" >&2
+  exit 1
+fi
+echo "check-long: OK: kiln and llama.cpp decode the same 64 greedy tokens of 6 prompts on $TRAINED (f32, Q8_0, Q4_0)"

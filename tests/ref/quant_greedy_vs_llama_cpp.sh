@@ -8,7 +8,8 @@
 # llama.cpp's float order does not depend on the batch.
 # With TRAINED.gguf (a byte-level model from kiln train, e.g. make demo's RUN/latest.gguf) the same runs on
 # C prompts with it in f32, Q8_0 and Q4_0: a trained model's top-2 margins are not the near-ties of random
-# weights, so there the comparison tests the arithmetic rather than the float order.
+# weights, so there the comparison tests the arithmetic rather than the float order, and the script
+# exits 1 if kiln and llama.cpp part on any of them. RANDOM_MODEL=0 skips the random model.
 # Needs build/libkiln.a (make) and the peer.
 #     tests/ref/quant_greedy_vs_llama_cpp.sh [N_STEPS [TRAINED.gguf]]
 set -eu
@@ -28,11 +29,11 @@ gcc -O2 -std=c11 -fopenmp -Iinclude tests/ref/quant_greedy_kiln.c build/libkiln.
   -lopenblas -ljansson -lpcre2-8 -lxxhash -lmicrohttpd -lm -lpthread
 
 f32="$T/llama110m-f32.gguf"
-[ -s "$f32" ] || build/bench/make_model "$f32" f32 --tokenizer "$TOK"
-compare() { # NAME A B: first divergence of two runs' outputs
-  paste -d' ' "$2" "$3" | awk -v name="$1" -v n="$N" '
+if [ "${RANDOM_MODEL:-1}" = 1 ] && [ ! -s "$f32" ]; then build/bench/make_model "$f32" f32 --tokenizer "$TOK"; fi
+compare() { # NAME A B: first divergence of two runs' outputs; kiln against llama.cpp parting marks $W/parted
+  paste -d' ' "$2" "$3" | awk -v name="$1" -v n="$N" -v mark="$W/parted" '
     $1 != $5 { printf "  %-22s part at step %d: %d (margin %.4f) vs %d (margin %.4f); before it top logits differed by at most %.2g\n",
-               name, NR - 1, $1, $3, $5, $7, worst; parted = 1; exit }
+               name, NR - 1, $1, $3, $5, $7, worst; parted = 1; if (name == "kiln vs llama.cpp") printf "" > mark; exit }
     { d = $4 - $8; if (d < 0) d = -d; if (d > worst) worst = d }
     END { if (!parted) printf "  %-22s all %d steps agree; top logits differed by at most %.2g\n", name, n, worst }'
 }
@@ -54,11 +55,13 @@ run_prompts() { # QT MODEL PROMPT...
   done
 }
 for qt in f32 q8_0 q4_0; do
+  [ "${RANDOM_MODEL:-1}" = 1 ] || break
   model="$T/llama110m-$qt.gguf"
   [ -s "$model" ] || build/kiln quantize "$f32" "$model" --type "$qt" --quiet
   run_prompts "$qt" "$model" "Once upon a time" "The meaning of life is" "In a small village," "def fibonacci(n):"
 done
 [ -n "$TRAINED" ] || exit 0
+rm -f "$W/parted"
 for qt in f32 q8_0 q4_0; do
   model="$TRAINED"
   if [ "$qt" != f32 ]; then
@@ -68,3 +71,4 @@ for qt in f32 q8_0 q4_0; do
   run_prompts "$qt" "$model" "static int" "#include <linux/" "	for (i = 0; i < n; i++) {" "struct device *dev = " \
     "	if (!ptr)" "/* Copyright (C) 2005 "
 done
+[ ! -e "$W/parted" ] # kiln and llama.cpp agree on every prompt of the trained model
