@@ -218,6 +218,31 @@ TEST(gelu_matches_reference) {
     }
 }
 
+/* A prefill's activations run on the worker threads in chunks: each value as the active kernel computes
+ * it in one call, bit for bit, whatever the length (chunks and their remainder). */
+TEST(activations_split_across_threads_equal_one_call) {
+    int sizes[] = {2048, 20000, 3 * 16384 + 77};
+    kiln_set_threads(2);
+    for (int c = 0; c < 3; c++) {
+        int n = sizes[c];
+        float *g = malloc(sizeof(float) * n), *up = malloc(sizeof(float) * n), *a = malloc(sizeof(float) * n),
+              *b = malloc(sizeof(float) * n);
+        fill(g, n, 3 + c, -8, 8);
+        fill(up, n, 4 + c, -2, 2);
+        memcpy(a, g, sizeof(float) * n);
+        memcpy(b, g, sizeof(float) * n);
+        kiln_swiglu(a, up, n);
+        kiln_kernels_active()->swiglu(b, up, n);
+        CHECKF(memcmp(a, b, sizeof(float) * n) == 0, "swiglu of %d values differs from one call", n);
+        memcpy(a, g, sizeof(float) * n);
+        memcpy(b, g, sizeof(float) * n);
+        kiln_gelu(a, n);
+        kiln_kernels_active()->gelu(b, n);
+        CHECKF(memcmp(a, b, sizeof(float) * n) == 0, "gelu of %d values differs from one call", n);
+        free(g), free(up), free(a), free(b);
+    }
+}
+
 TEST(gelu_is_accurate_to_a_few_ulps_given_its_argument) {
     enum { n = 1001 };
     static float x[n], got[n];

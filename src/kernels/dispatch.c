@@ -200,8 +200,40 @@ void kiln_layernorm(float *out, const float *x, const float *w, const float *b, 
     kiln_kernels_active()->layernorm(out, x, w, b, n, eps);
 }
 void kiln_softmax(float *x, int n) { kiln_kernels_active()->softmax(x, n); }
-void kiln_gelu(float *x, int n) { kiln_kernels_active()->gelu(x, n); }
-void kiln_swiglu(float *gate, const float *up, int n) { kiln_kernels_active()->swiglu(gate, up, n); }
+/* The activations of a prefill (T x ffn values) run on the worker threads in chunks of ACT_CHUNK; a
+ * decoded token's row stays on the calling thread. Each value is computed alone, so the split changes no
+ * result. A 512-token prefill of the 110M model spent ~5% of its time in SwiGLU on one thread. */
+enum { ACT_CHUNK = 1 << 14 };
+
+typedef struct {
+    const kiln_kernels *kk;
+    float *x;
+    const float *up; /* NULL: GELU */
+    int n;
+} act_job;
+
+static void act_chunks(void *p, int c0, int c1, int tid) {
+    const act_job *j = p;
+    for (int c = c0; c < c1; c++) {
+        int i0 = c * ACT_CHUNK, m = j->n - i0 < ACT_CHUNK ? j->n - i0 : ACT_CHUNK;
+        if (j->up) j->kk->swiglu(j->x + i0, j->up + i0, m);
+        else j->kk->gelu(j->x + i0, m);
+    }
+}
+
+static void activation(float *x, const float *up, int n) {
+    const kiln_kernels *kk = kiln_kernels_active();
+    if (n < 2 * ACT_CHUNK) {
+        if (up) kk->swiglu(x, up, n);
+        else kk->gelu(x, n);
+        return;
+    }
+    act_job j = {kk, x, up, n};
+    kiln_pool_for((n + ACT_CHUNK - 1) / ACT_CHUNK, 1, act_chunks, &j);
+}
+
+void kiln_gelu(float *x, int n) { activation(x, NULL, n); }
+void kiln_swiglu(float *gate, const float *up, int n) { activation(gate, up, n); }
 
 void kiln_attention(float *out, const float *Q, const float *K, const float *V, int T, int pos0, int n_heads,
                     int n_kv_heads, int head_dim, int kv_stride, float scale) {
