@@ -30,7 +30,7 @@ best() { # best wall seconds of 2 runs of the command
 echo "-- quantize the 110M llama (f32, $(($(stat -c %s "$f32") / 1000000)) MB), $THREADS threads, best of 2"
 for qt in q8_0 q4_0 q4_k_m; do
   k=$(OMP_NUM_THREADS=$THREADS best build/kiln quantize "$f32" "$T/quantize-kiln.gguf" --type "$qt" --quiet)
-  l=$(best "$BUILD_DIR/bin/llama-quantize" "$f32" "$T/quantize-llama.gguf" "$(tr a-z A-Z <<<"$qt")" "$THREADS")
+  l=$(best "$BUILD_DIR/bin/llama-quantize" "$f32" "$T/quantize-llama.gguf" "${qt^^}" "$THREADS")
   awk -v q="$qt" -v k="$k" -v l="$l" 'BEGIN { printf "   %-7s kiln %.2f s, llama-quantize %.2f s: kiln %.2fx\n", q, k, l, l / k }'
 done
 rm -f "$T/quantize-kiln.gguf" "$T/quantize-llama.gguf"

@@ -18,7 +18,7 @@ f32="$T/llama110m-f32.gguf"
 [ -s "$f32" ] || build/bench/make_model "$f32" f32 --tokenizer ../shared/testdata/llama2-tokenizer/tokenizer.bin
 status=0
 for qt in q8_0 q4_0 q4_k_m; do
-  "$BUILD_DIR/bin/llama-quantize" "$f32" "$W/llama.gguf" "$(tr a-z A-Z <<<"$qt")" >/dev/null 2>&1
+  "$BUILD_DIR/bin/llama-quantize" "$f32" "$W/llama.gguf" "${qt^^}" >/dev/null 2>&1
   build/kiln quantize "$f32" "$W/kiln.gguf" --type "$qt" --quiet 2>/dev/null
   echo -n "quantize $qt, kiln against llama-quantize: "
   "$W/same" "$W/kiln.gguf" "$W/llama.gguf" || status=1
