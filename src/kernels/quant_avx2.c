@@ -366,7 +366,7 @@ static int matvecs(float *Y, size_t ldy, const kiln_qx *qx, int T, const void *W
     }
 }
 
-/* ---- prefill tiles: the 16-bit one below, or with KILN_AVX2_VNNI the one on bytes ---- */
+/* ---- prefill tile: MR tokens x 8 weight rows, on 16-bit values, or on bytes with KILN_AVX2_VNNI ---- */
 
 /* ACC[t] += the integer sums S[t] of unit U of M tokens times their scales (and, with mins, minus the
  * mins times the tokens' sums), for N = 8 weight rows. */
@@ -393,79 +393,42 @@ INLINE void store_tile(const kiln_qtile *a, const __m256 *acc) {
     }
 }
 
+/* The tile's shape and the products of one group of columns: each token's 4 bytes broadcast against
+ * the 8 rows' 4 bytes of the group. With AVX-VNNI: byte operands (the AVX-512 tile's packing: unsigned
+ * weights plus the type's offset, int8 tokens), a group of 4 columns, vpdpbusd adding 32 products into
+ * the 8 lanes. Without: 16-bit operands, a group of 2 columns, vpmaddwd's 16 products and an add. */
 #if KILN_AVX2_VNNI
-/* ---- prefill tile with AVX-VNNI: 6 tokens x 8 weight rows on bytes ----
- * The AVX-512 tile's byte operands (unsigned weights plus the type's offset, int8 tokens) on 256 bits:
- * for each group of 4 columns the 8 rows' 4 bytes are one register, each token's 4 bytes are broadcast,
- * and vpdpbusd adds 32 products into the 8 lanes (the 16-bit tile's vpmaddwd: 16, and an add). */
+enum { MR = 6, NR = 8, GROUP_COLS = 4 };
 
-enum { VNNI_MR = 6, VNNI_NR = 8 };
-
-INLINE void vnni_units(const kiln_qtile *a, __m256 acc[VNNI_MR], const int G4) {
-    const int8_t *xq = a->xq;
-    const uint8_t *wq = a->wq;
-    for (int u = 0; u < a->units; u++, xq += 4 * VNNI_MR * G4, wq += 4 * VNNI_NR * G4) {
-        __m256i s[VNNI_MR];
-        #pragma GCC unroll 8
-        for (int t = 0; t < VNNI_MR; t++) s[t] = _mm256_set1_epi32(a->xb[u * VNNI_MR + t]);
-        #pragma GCC unroll 8
-        for (int g = 0; g < G4; g++) {
-            __m256i w = _mm256_load_si256((const __m256i *)(wq + 4 * VNNI_NR * g));
-            #pragma GCC unroll 8
-            for (int t = 0; t < VNNI_MR; t++) {
-                int32_t xv;
-                memcpy(&xv, xq + 4 * VNNI_MR * g + 4 * t, 4);
-                s[t] = _mm256_dpbusd_avx_epi32(s[t], w, _mm256_set1_epi32(xv));
-            }
-        }
-        add_unit(a, acc, s, u, VNNI_MR, VNNI_NR);
-    }
-}
-
-static void tile_vnni(const kiln_qtile *a) {
-    __m256 acc[VNNI_MR];
-    #pragma GCC unroll 8
-    for (int t = 0; t < VNNI_MR; t++) acc[t] = _mm256_setzero_ps();
-    if (a->unit_k == 32) vnni_units(a, acc, 8);
-    else vnni_units(a, acc, 4); /* Q6_K: units of 16 */
-    store_tile(a, acc);
-}
-
-const kiln_qkernels kiln_qkernels_avx2vnni = {
-    .name = "avx2-vnni",
-    .quantize_x = kiln_quantize_x_ref,
-    .matvec = matvec,
-    .matvecs = matvecs,
-    .matvecs_max = KILN_QMATVECS_MAX,
-    .mr = VNNI_MR,
-    .nr = VNNI_NR,
-    .tile = tile_vnni,
-};
-
+INLINE __m256i group_products(__m256i s, __m256i w, __m256i x) { return _mm256_dpbusd_avx_epi32(s, w, x); }
 #else
-/* ---- prefill tile: 4 tokens x 8 weight rows on 16-bit values ----
- * For each pair of columns, each token's two values are broadcast against the 8 rows' two values. */
+enum { MR = 4, NR = 8, GROUP_COLS = 2 };
 
-enum { MR = 4, NR = 8 };
+INLINE __m256i group_products(__m256i s, __m256i w, __m256i x) {
+    s = _mm256_add_epi32(s, _mm256_madd_epi16(w, x));
+    /* kept a chain: GCC would otherwise regroup the unrolled sums into trees and spill them */
+    __asm__("" : "+v"(s));
+    return s;
+}
+#endif
 
-/* The tile's units of G2 pairs of columns (G2 a constant: with the pair loop unrolled the integer sums
- * stay in their registers; a loop carrying them made GCC copy each one around every product). */
-INLINE void tile_units(const kiln_qtile *a, __m256 acc[MR], const int G2) {
-    const int16_t *xq = (const int16_t *)a->xq, *wq = (const int16_t *)a->wq;
-    for (int u = 0; u < a->units; u++, xq += 2 * MR * G2, wq += 2 * NR * G2) {
+/* The tile's units of G groups of columns, 4 bytes of each token and row per group (G a constant: with
+ * the group loop unrolled the integer sums stay in their registers; a loop carrying them made GCC copy
+ * each one around every product). */
+INLINE void tile_units(const kiln_qtile *a, __m256 acc[MR], const int G) {
+    const uint8_t *xq = (const uint8_t *)a->xq, *wq = (const uint8_t *)a->wq;
+    for (int u = 0; u < a->units; u++, xq += 4 * MR * G, wq += 4 * NR * G) {
         __m256i s[MR];
         #pragma GCC unroll 8
         for (int t = 0; t < MR; t++) s[t] = _mm256_set1_epi32(a->xb[u * MR + t]);
         #pragma GCC unroll 16
-        for (int g = 0; g < G2; g++) {
-            __m256i w = _mm256_load_si256((const __m256i *)(wq + 2 * NR * g));
+        for (int g = 0; g < G; g++) {
+            __m256i w = _mm256_load_si256((const __m256i *)(wq + 4 * NR * g));
             #pragma GCC unroll 8
             for (int t = 0; t < MR; t++) {
                 int32_t xv;
-                memcpy(&xv, xq + 2 * MR * g + 2 * t, 4);
-                s[t] = _mm256_add_epi32(s[t], _mm256_madd_epi16(w, _mm256_set1_epi32(xv)));
-                /* kept a chain: GCC would otherwise regroup the unrolled sums into trees and spill them */
-                __asm__("" : "+v"(s[t]));
+                memcpy(&xv, xq + 4 * MR * g + 4 * t, 4);
+                s[t] = group_products(s[t], w, _mm256_set1_epi32(xv));
             }
         }
         add_unit(a, acc, s, u, MR, NR);
@@ -476,20 +439,24 @@ static void tile(const kiln_qtile *a) {
     __m256 acc[MR];
     #pragma GCC unroll 8
     for (int t = 0; t < MR; t++) acc[t] = _mm256_setzero_ps();
-    if (a->unit_k == 32) tile_units(a, acc, 16);
-    else tile_units(a, acc, 8); /* Q6_K: units of 16 */
+    if (a->unit_k == 32) tile_units(a, acc, 32 / GROUP_COLS);
+    else tile_units(a, acc, 16 / GROUP_COLS); /* Q6_K: units of 16 */
     store_tile(a, acc);
 }
 
+#if KILN_AVX2_VNNI
+const kiln_qkernels kiln_qkernels_avx2vnni = {
+    .name = "avx2-vnni",
+#else
 const kiln_qkernels kiln_qkernels_avx2 = {
     .name = "avx2",
+    .wide = 1,
+#endif
     .quantize_x = kiln_quantize_x_ref,
     .matvec = matvec,
     .matvecs = matvecs,
     .matvecs_max = KILN_QMATVECS_MAX, /* bench_kernels (d): short batches beat the GEMM up to 16 tokens */
     .mr = MR,
     .nr = NR,
-    .wide = 1,
     .tile = tile,
 };
-#endif
