@@ -33,10 +33,9 @@ INLINE float hsum(__m256 v) {
     return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
 }
 
-/* Short batches run up to this many tokens per pass over a row (one float accumulator each, with the
- * weights and constants in the other registers of 16); more take passes of equal size over the row,
- * which is then in L1. */
-enum { MV_TOKENS = 8 };
+/* Tokens per pass over a row: one float accumulator each, with the weights and constants in the other
+ * registers of 16. */
+enum { MV_TOKENS = KILN_QPASS_TOKENS };
 
 /* One token's rows run as this many streams side by side, as in quant_avx512.c: a thread's rows r0..r1
  * split into MV_STREAMS runs, row i of every run in the same pass, so the core overlaps their chains of
@@ -57,11 +56,6 @@ INLINE void store_sums(float *y, size_t ys, size_t ldy, __m256 acc[MV_STREAMS][M
     for (int r = 0; r < NR; r++)
         #pragma GCC unroll 8
         for (int t = 0; t < NT; t++) y[r * ys + t * ldy] = hsum(acc[r][t]);
-}
-
-static int tokens_per_pass(int T) {
-    int n_pass = (T + MV_TOKENS - 1) / MV_TOKENS;
-    return (T + n_pass - 1) / n_pass;
 }
 
 /* One token's x of one block of 32 with its scale and sum; a short batch's tokens are interleaved (entry
@@ -136,14 +130,14 @@ static const tok_kblock *tok_kblocks(const kiln_qx *qx, int T) {
  * STRIDE apart); row r's result for token t to Y[r * YS + t * LDY]. Each (row, token) sum is one chain of
  * multiply-adds in block order whatever NR and NT, so a token's result in a batch, and a row's among NR
  * rows, are bit for bit those of one row and one token. Q8_0 multiplies |w| by x with w's sign. */
-INLINE void q8_0_rows(float *y, size_t ys, size_t ldy, const kiln_block_q8_0 *w, size_t rs, const tok_block *L,
+INLINE void q8_0_rows(float *y, size_t ys, size_t ldy, const uint8_t *p, size_t rs, const tok_block *L,
                       int stride, int nb, const int NR, const int NT) {
     __m256 acc[MV_STREAMS][MV_TOKENS];
     zero_sums(acc, NR, NT);
     for (int b = 0; b < nb; b++, L += stride)
         #pragma GCC unroll 4
         for (int r = 0; r < NR; r++) {
-            const kiln_block_q8_0 *wb = w + r * rs + b;
+            const kiln_block_q8_0 *wb = (const kiln_block_q8_0 *)(p + r * rs) + b;
             __m256i wv = _mm256_loadu_si256((const __m256i *)wb->qs), aw = _mm256_sign_epi8(wv, wv);
             __m256 dw = _mm256_set1_ps(_cvtsh_ss(wb->d));
             #pragma GCC unroll 8
@@ -158,7 +152,7 @@ INLINE void q8_0_rows(float *y, size_t ys, size_t ldy, const kiln_block_q8_0 *w,
 
 /* Q4_0: the nibbles as unsigned bytes; each lane's 4 products are then 8 * sum(x) too large, and 8
  * lanes of -sum(x) of the block subtract it. */
-INLINE void q4_0_rows(float *y, size_t ys, size_t ldy, const kiln_block_q4_0 *w, size_t rs, const tok_block *L,
+INLINE void q4_0_rows(float *y, size_t ys, size_t ldy, const uint8_t *p, size_t rs, const tok_block *L,
                       int stride, int nb, const int NR, const int NT) {
     const __m256i low = _mm256_set1_epi8(15);
     __m256 acc[MV_STREAMS][MV_TOKENS];
@@ -166,7 +160,7 @@ INLINE void q4_0_rows(float *y, size_t ys, size_t ldy, const kiln_block_q4_0 *w,
     for (int b = 0; b < nb; b++, L += stride)
         #pragma GCC unroll 4
         for (int r = 0; r < NR; r++) {
-            const kiln_block_q4_0 *wb = w + r * rs + b;
+            const kiln_block_q4_0 *wb = (const kiln_block_q4_0 *)(p + r * rs) + b;
             __m128i q = _mm_loadu_si128((const __m128i *)wb->qs);
             __m256i wv = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), low);
             __m256 dw = _mm256_set1_ps(_cvtsh_ss(wb->d));
@@ -181,43 +175,16 @@ INLINE void q4_0_rows(float *y, size_t ys, size_t ldy, const kiln_block_q4_0 *w,
     store_sums(y, ys, ldy, acc, NR, NT);
 }
 
-/* Rows r0..r1 of T tokens, with the tokens' blocks of BLOCK activations from LANES_FN: one token in
- * STREAMS runs side by side, more in passes of NT tokens as a constant (so the accumulators are
- * registers), one row at a time. */
-#define ROWS_IN_PASSES(rows_fn, blk_type, block, lanes_fn, streams)                                                \
-    do {                                                                                                           \
-        int nb = qx->k / (block), nt = tokens_per_pass(T), i = r0;                                                \
-        __typeof__(lanes_fn(qx, T)) L = lanes_fn(qx, T);                                                          \
-        const blk_type *w = (const blk_type *)W;                                                                  \
-        if (T == 1) {                                                                                             \
-            int h = (r1 - r0) / (streams);                                                                        \
-            for (; i < r0 + h; i++)                                                                               \
-                rows_fn(Y + i, h, 0, w + (size_t)nb * i, (size_t)nb * h, L, 1, nb, streams, 1);                   \
-            i = r0 + (streams) * h;                                                                               \
-        }                                                                                                         \
-        for (; i < r1; i++)                                                                                       \
-            for (int t0 = 0; t0 < T; t0 += nt) {                                                                  \
-                float *y = Y + t0 * ldy + i;                                                                      \
-                const blk_type *wr = w + (size_t)nb * i;                                                          \
-                switch (T - t0 < nt ? T - t0 : nt) {                                                              \
-                case 1: rows_fn(y, 0, ldy, wr, 0, L + t0, T, nb, 1, 1); break;                                    \
-                case 2: rows_fn(y, 0, ldy, wr, 0, L + t0, T, nb, 1, 2); break;                                    \
-                case 3: rows_fn(y, 0, ldy, wr, 0, L + t0, T, nb, 1, 3); break;                                    \
-                case 4: rows_fn(y, 0, ldy, wr, 0, L + t0, T, nb, 1, 4); break;                                    \
-                case 5: rows_fn(y, 0, ldy, wr, 0, L + t0, T, nb, 1, 5); break;                                    \
-                case 6: rows_fn(y, 0, ldy, wr, 0, L + t0, T, nb, 1, 6); break;                                    \
-                case 7: rows_fn(y, 0, ldy, wr, 0, L + t0, T, nb, 1, 7); break;                                    \
-                case 8: rows_fn(y, 0, ldy, wr, 0, L + t0, T, nb, 1, 8); break;                                    \
-                }                                                                                                 \
-            }                                                                                                     \
-    } while (0)
-
 static void matvecs_q8_0(float *Y, size_t ldy, const kiln_qx *qx, int T, const void *W, int r0, int r1) {
-    ROWS_IN_PASSES(q8_0_rows, kiln_block_q8_0, 32, tok_blocks, MV_STREAMS);
+    int nb = qx->k / 32;
+    const tok_block *L = tok_blocks(qx, T);
+    KILN_QROWS_IN_PASSES(q8_0_rows, L, (size_t)nb * sizeof(kiln_block_q8_0), MV_STREAMS);
 }
 
 static void matvecs_q4_0(float *Y, size_t ldy, const kiln_qx *qx, int T, const void *W, int r0, int r1) {
-    ROWS_IN_PASSES(q4_0_rows, kiln_block_q4_0, 32, tok_blocks, MV_STREAMS);
+    int nb = qx->k / 32;
+    const tok_block *L = tok_blocks(qx, T);
+    KILN_QROWS_IN_PASSES(q4_0_rows, L, (size_t)nb * sizeof(kiln_block_q4_0), MV_STREAMS);
 }
 
 static void matvec_q8_0(float *y, const kiln_qx *qx, const void *W, int r0, int r1) {
@@ -230,7 +197,7 @@ static void matvec_q4_0(float *y, const kiln_qx *qx, const void *W, int r0, int 
 
 /* Q4_K: NR rows (RS blocks apart) against NT tokens, as q8_0_rows; each 32-byte group of nibbles is
  * unpacked once for every token, and each sub-block's products are scaled by vpmaddwd. */
-INLINE void q4_k_rows(float *y, size_t ys, size_t ldy, const kiln_block_q4_k *w, size_t rs, const tok_kblock *L,
+INLINE void q4_k_rows(float *y, size_t ys, size_t ldy, const uint8_t *p, size_t rs, const tok_kblock *L,
                       int stride, int nb, const int NR, const int NT) {
     const __m256i low = _mm256_set1_epi8(15);
     __m256 acc[MV_STREAMS][MV_TOKENS];
@@ -242,7 +209,7 @@ INLINE void q4_k_rows(float *y, size_t ys, size_t ldy, const kiln_block_q4_k *w,
     for (int b = 0; b < nb; b++, L += stride)
         #pragma GCC unroll 4
         for (int r = 0; r < NR; r++) {
-            const kiln_block_q4_k *wb = w + r * rs + b;
+            const kiln_block_q4_k *wb = (const kiln_block_q4_k *)(p + r * rs) + b;
             __m256i isum[MV_TOKENS];
             int imin[MV_TOKENS];
             #pragma GCC unroll 8
@@ -280,7 +247,7 @@ INLINE void q4_k_rows(float *y, size_t ys, size_t ldy, const kiln_block_q4_k *w,
 }
 
 /* Q6_K: NR rows against NT tokens; the 6-bit values of each half are assembled once for every token. */
-INLINE void q6_k_rows(float *y, size_t ys, size_t ldy, const kiln_block_q6_k *w, size_t rs, const tok_kblock *L,
+INLINE void q6_k_rows(float *y, size_t ys, size_t ldy, const uint8_t *p, size_t rs, const tok_kblock *L,
                       int stride, int nb, const int NR, const int NT) {
     const __m256i low = _mm256_set1_epi8(15), two = _mm256_set1_epi8(3);
     __m256 acc[MV_STREAMS][MV_TOKENS];
@@ -288,7 +255,7 @@ INLINE void q6_k_rows(float *y, size_t ys, size_t ldy, const kiln_block_q6_k *w,
     for (int b = 0; b < nb; b++, L += stride)
         #pragma GCC unroll 4
         for (int r = 0; r < NR; r++) {
-            const kiln_block_q6_k *wb = w + r * rs + b;
+            const kiln_block_q6_k *wb = (const kiln_block_q6_k *)(p + r * rs) + b;
             const int8_t *sc = wb->scales;
             __m256i isum[MV_TOKENS];
             #pragma GCC unroll 8
@@ -332,11 +299,15 @@ INLINE void q6_k_rows(float *y, size_t ys, size_t ldy, const kiln_block_q6_k *w,
 /* One token a row at a time, as before they took short batches (their decode was not measured with runs
  * side by side on an AVX2 machine). */
 static void matvecs_q4_k(float *Y, size_t ldy, const kiln_qx *qx, int T, const void *W, int r0, int r1) {
-    ROWS_IN_PASSES(q4_k_rows, kiln_block_q4_k, 256, tok_kblocks, 1);
+    int nb = qx->k / 256;
+    const tok_kblock *L = tok_kblocks(qx, T);
+    KILN_QROWS_IN_PASSES(q4_k_rows, L, (size_t)nb * sizeof(kiln_block_q4_k), 1);
 }
 
 static void matvecs_q6_k(float *Y, size_t ldy, const kiln_qx *qx, int T, const void *W, int r0, int r1) {
-    ROWS_IN_PASSES(q6_k_rows, kiln_block_q6_k, 256, tok_kblocks, 1);
+    int nb = qx->k / 256;
+    const tok_kblock *L = tok_kblocks(qx, T);
+    KILN_QROWS_IN_PASSES(q6_k_rows, L, (size_t)nb * sizeof(kiln_block_q6_k), 1);
 }
 
 static void matvec_q4_k(float *y, const kiln_qx *qx, const void *W, int r0, int r1) {

@@ -95,9 +95,7 @@ static void *lanes_get(int type, const kiln_qx *qx, int T, size_t bytes, int *re
     return (void *)(((uintptr_t)scratch.raw + 63) & ~(uintptr_t)63);
 }
 
-/* Short batches run up to this many tokens per pass over a row (one float accumulator each); more take
- * passes of equal size over the row, which is then in L1. */
-enum { MV_TOKENS = 8 };
+enum { MV_TOKENS = KILN_QPASS_TOKENS };
 
 /* One token's rows (Q8_0, Q4_0, Q6_K) run as this many streams side by side: a thread's rows r0..r1
  * split into MV_STREAMS runs of h = (r1 - r0) / MV_STREAMS, and row i of every run is done in the same
@@ -108,34 +106,6 @@ enum { MV_TOKENS = 8 };
  * three runs: Q8_0 45 -> 60 GB/s, Q4_0 26 -> 38. 78 MB from memory, 2 threads, best of 20: Q8_0 75 ->
  * 92 GB/s, Q4_0 ~45 -> ~70, Q6_K 66 -> 80 (with its shifts below). */
 enum { MV_STREAMS = 3 };
-
-/* Rows r0..r1 of T tokens against lanes L, rows RB bytes apart: one token in STREAMS runs side by side,
- * more in passes of NT tokens as a constant (so the accumulators are registers), one row at a time. */
-#define ROWS_IN_PASSES(rows_fn, L, rb, streams)                                                                \
-    do {                                                                                                       \
-        const uint8_t *w = (const uint8_t *)W;                                                                 \
-        int i = r0;                                                                                            \
-        if (T == 1) {                                                                                          \
-            int h = (r1 - r0) / (streams);                                                                     \
-            for (; i < r0 + h; i++) rows_fn(Y + i, h, 0, w + (rb) * i, (rb) * h, L, 1, nb, streams, 1);        \
-            i = r0 + (streams) * h;                                                                            \
-        }                                                                                                      \
-        for (; i < r1; i++)                                                                                    \
-            for (int t0 = 0; t0 < T; t0 += nt) {                                                               \
-                float *y = Y + t0 * ldy + i;                                                                   \
-                const uint8_t *wr = w + (rb) * i;                                                              \
-                switch (T - t0 < nt ? T - t0 : nt) {                                                           \
-                case 1: rows_fn(y, 0, ldy, wr, 0, L + t0, T, nb, 1, 1); break;                                 \
-                case 2: rows_fn(y, 0, ldy, wr, 0, L + t0, T, nb, 1, 2); break;                                 \
-                case 3: rows_fn(y, 0, ldy, wr, 0, L + t0, T, nb, 1, 3); break;                                 \
-                case 4: rows_fn(y, 0, ldy, wr, 0, L + t0, T, nb, 1, 4); break;                                 \
-                case 5: rows_fn(y, 0, ldy, wr, 0, L + t0, T, nb, 1, 5); break;                                 \
-                case 6: rows_fn(y, 0, ldy, wr, 0, L + t0, T, nb, 1, 6); break;                                 \
-                case 7: rows_fn(y, 0, ldy, wr, 0, L + t0, T, nb, 1, 7); break;                                 \
-                case 8: rows_fn(y, 0, ldy, wr, 0, L + t0, T, nb, 1, 8); break;                                 \
-                }                                                                                              \
-            }                                                                                                  \
-    } while (0)
 
 /* Bytes ahead of the weights being read that the Q8_0 and Q4_0 kernels prefetch: the threads take rows
  * in chunks (base/pool.h), and at the start of each the hardware prefetcher has to find the stream again.
@@ -157,12 +127,6 @@ INLINE void store_sums(float *y, size_t ys, size_t ldy, __m512 acc[MV_STREAMS][M
     for (int r = 0; r < NR; r++)
         #pragma GCC unroll 8
         for (int t = 0; t < NT; t++) y[r * ys + t * ldy] = _mm512_reduce_add_ps(acc[r][t]);
-}
-
-/* Passes of equal size: 10 tokens are two passes of 5, not 8 and 2. */
-static int tokens_per_pass(int T) {
-    int n_pass = (T + MV_TOKENS - 1) / MV_TOKENS;
-    return (T + n_pass - 1) / n_pass;
 }
 
 /* ---- Q8_0: two blocks (68 bytes) per step ----
@@ -252,10 +216,10 @@ INLINE void q8_0_rows(float *y, size_t ys, size_t ldy, const uint8_t *p, size_t 
 }
 
 static void matvecs_q8_0(float *Y, size_t ldy, const kiln_qx *qx, int T, const void *W, int r0, int r1) {
-    int nb = qx->k / 32, nt = tokens_per_pass(T), ready;
+    int nb = qx->k / 32, ready;
     q8_lanes *L = lanes_get(KILN_TYPE_Q8_0, qx, T, sizeof(q8_lanes) * (size_t)((nb + 1) / 2) * T, &ready);
     for (int t = 0; t < T && !ready; t++) q8_0_lanes(L + t, T, qx + t);
-    ROWS_IN_PASSES(q8_0_rows, L, (size_t)nb * 34, MV_STREAMS);
+    KILN_QROWS_IN_PASSES(q8_0_rows, L, (size_t)nb * 34, MV_STREAMS);
 }
 
 /* One token: the short batch's one-token case, so a token in a batch gets bit for bit its own result. */
@@ -360,10 +324,10 @@ INLINE void q4_0_rows(float *y, size_t ys, size_t ldy, const uint8_t *p, size_t 
 }
 
 static void matvecs_q4_0(float *Y, size_t ldy, const kiln_qx *qx, int T, const void *W, int r0, int r1) {
-    int nb = qx->k / 32, nt = tokens_per_pass(T), ready;
+    int nb = qx->k / 32, ready;
     q4_lanes *L = lanes_get(KILN_TYPE_Q4_0, qx, T, sizeof(q4_lanes) * (size_t)((nb + 3) / 4) * T, &ready);
     for (int t = 0; t < T && !ready; t++) q4_0_lanes(L + t, T, qx + t);
-    ROWS_IN_PASSES(q4_0_rows, L, (size_t)nb * 18, MV_STREAMS);
+    KILN_QROWS_IN_PASSES(q4_0_rows, L, (size_t)nb * 18, MV_STREAMS);
 }
 
 /* One token: the short batch's one-token case, so a token in a batch gets bit for bit its own result. */
@@ -459,12 +423,12 @@ INLINE void q4_k_rows(float *y, size_t ys, size_t ldy, const uint8_t *p, size_t 
 }
 
 static void matvecs_q4_k(float *Y, size_t ldy, const kiln_qx *qx, int T, const void *W, int r0, int r1) {
-    int nb = qx->k / 256, nt = tokens_per_pass(T), ready;
+    int nb = qx->k / 256, ready;
     q4k_lanes *L = lanes_get(KILN_TYPE_Q4_K, qx, T, sizeof(q4k_lanes) * (size_t)nb * T, &ready);
     for (int t = 0; t < T && !ready; t++) q4_k_lanes(L + t, T, qx + t);
     /* one token a row at a time: on the 110M model's Q4_K matrices 3 streams were 3-10% slower (the Q6_K
      * head 5-15% faster with them) */
-    ROWS_IN_PASSES(q4_k_rows, L, (size_t)nb * sizeof(kiln_block_q4_k), 1);
+    KILN_QROWS_IN_PASSES(q4_k_rows, L, (size_t)nb * sizeof(kiln_block_q4_k), 1);
 }
 
 static void matvec_q4_k(float *y, const kiln_qx *qx, const void *W, int r0, int r1) {
@@ -549,10 +513,10 @@ INLINE void q6_k_rows(float *y, size_t ys, size_t ldy, const uint8_t *p, size_t 
 }
 
 static void matvecs_q6_k(float *Y, size_t ldy, const kiln_qx *qx, int T, const void *W, int r0, int r1) {
-    int nb = qx->k / 256, nt = tokens_per_pass(T), ready;
+    int nb = qx->k / 256, ready;
     q6k_lanes *L = lanes_get(KILN_TYPE_Q6_K, qx, T, sizeof(q6k_lanes) * (size_t)nb * T, &ready);
     for (int t = 0; t < T && !ready; t++) q6_k_lanes(L + t, T, qx + t);
-    ROWS_IN_PASSES(q6_k_rows, L, (size_t)nb * sizeof(kiln_block_q6_k), MV_STREAMS);
+    KILN_QROWS_IN_PASSES(q6_k_rows, L, (size_t)nb * sizeof(kiln_block_q6_k), MV_STREAMS);
 }
 
 static void matvec_q6_k(float *y, const kiln_qx *qx, const void *W, int r0, int r1) {

@@ -64,6 +64,47 @@ typedef struct {
 /* The most tokens of one short batch. */
 enum { KILN_QMATVECS_MAX = 16 };
 
+/* The row kernels of the SIMD tables (quant_avx2.c, quant_avx512.c) run short batches up to this many
+ * tokens per pass over a row (one float accumulator each); more take passes of equal size (10 tokens:
+ * two of 5, not 8 and 2), the row then in L1. */
+enum { KILN_QPASS_TOKENS = 8 };
+
+static inline int kiln_qtokens_per_pass(int T) {
+    int n_pass = (T + KILN_QPASS_TOKENS - 1) / KILN_QPASS_TOKENS;
+    return (T + n_pass - 1) / n_pass;
+}
+
+/* Rows r0..r1 of T tokens of the caller's Y (LDY apart), W and nb, against the tokens' lanes L (each
+ * file's layout), rows RB bytes apart: one token in STREAMS runs side by side, more in passes of NT
+ * tokens as a constant (so the accumulators are registers), one row at a time. ROWS_FN(y, ys, ldy, row,
+ * row stride in bytes, lanes, lane stride, nb, NR, NT). */
+#define KILN_QROWS_IN_PASSES(rows_fn, L, rb, streams)                                                          \
+    do {                                                                                                       \
+        const uint8_t *w = (const uint8_t *)W;                                                                 \
+        int i = r0;                                                                                            \
+        if (T == 1) {                                                                                          \
+            int h = (r1 - r0) / (streams);                                                                     \
+            for (; i < r0 + h; i++) rows_fn(Y + i, h, 0, w + (rb) * i, (rb) * h, L, 1, nb, streams, 1);        \
+            i = r0 + (streams) * h;                                                                            \
+        }                                                                                                      \
+        const int nt = kiln_qtokens_per_pass(T);                                                               \
+        for (; i < r1; i++)                                                                                    \
+            for (int t0 = 0; t0 < T; t0 += nt) {                                                               \
+                float *y = Y + t0 * ldy + i;                                                                   \
+                const uint8_t *wr = w + (rb) * i;                                                              \
+                switch (T - t0 < nt ? T - t0 : nt) {                                                           \
+                case 1: rows_fn(y, 0, ldy, wr, 0, L + t0, T, nb, 1, 1); break;                                 \
+                case 2: rows_fn(y, 0, ldy, wr, 0, L + t0, T, nb, 1, 2); break;                                 \
+                case 3: rows_fn(y, 0, ldy, wr, 0, L + t0, T, nb, 1, 3); break;                                 \
+                case 4: rows_fn(y, 0, ldy, wr, 0, L + t0, T, nb, 1, 4); break;                                 \
+                case 5: rows_fn(y, 0, ldy, wr, 0, L + t0, T, nb, 1, 5); break;                                 \
+                case 6: rows_fn(y, 0, ldy, wr, 0, L + t0, T, nb, 1, 6); break;                                 \
+                case 7: rows_fn(y, 0, ldy, wr, 0, L + t0, T, nb, 1, 7); break;                                 \
+                case 8: rows_fn(y, 0, ldy, wr, 0, L + t0, T, nb, 1, 8); break;                                 \
+                }                                                                                              \
+            }                                                                                                  \
+    } while (0)
+
 /* avx2-vnni: the AVX2 table with a byte GEMM tile on AVX-VNNI (CPUs with it but without AVX-512). */
 extern const kiln_qkernels kiln_qkernels_scalar, kiln_qkernels_avx2, kiln_qkernels_avx2vnni, kiln_qkernels_avx512;
 
