@@ -326,17 +326,23 @@ int decode_band_generic(const float *x, const float *w, int n, float center, flo
     }
     double mass = decode_lanes_total(mass_lanes + decode_lanes_widen(acc));
     for (int j = 0; j < LANES; j++) count += cnt[j];
+    k = decode_band_tail(x, w, i, n, center, near, far, all, out, k, &mass, &count, beyond);
+    *mass_near = mass;
+    *count_near = count;
+    return k;
+}
+
+int decode_band_tail(const float *x, const float *w, int i, int n, float center, float near, float far, int all,
+                     int32_t *out, int k, double *mass, int *count, uint16_t *beyond) {
     if (beyond && i < n) beyond[i / LANES] = 0;
     for (; i < n; i++) {
         float d = fabsf(center - x[i]);
-        mass += d < near ? w[i] : 0.0f;
-        count += d < near;
+        *mass += d < near ? w[i] : 0.0f;
+        *count += d < near;
         out[k] = i;
         k += (all || d >= near) & (d <= far) & (x[i] > -INFINITY);
         if (beyond) beyond[i / LANES] |= (uint16_t)((d > far) << i % LANES);
     }
-    *mass_near = mass;
-    *count_near = count;
     return k;
 }
 

@@ -155,5 +155,9 @@ int decode_band_avx512(const float *x, const float *w, int n, float center, floa
                        int32_t *out, double *mass_near, int *count_near, uint16_t *beyond);
 void decode_remove_marked_generic(float *x, float *w, int n, const uint16_t *beyond);
 void decode_remove_marked_avx512(float *x, float *w, int n, const uint16_t *beyond);
+/* The band's last values I..N-1 (fewer than a block of lanes), one at a time, after the blocks: adds to
+ * *MASS and *COUNT, appends to OUT from K and returns the new count, and marks BEYOND. */
+int decode_band_tail(const float *x, const float *w, int i, int n, float center, float near, float far, int all,
+                     int32_t *out, int k, double *mass, int *count, uint16_t *beyond);
 
 #endif

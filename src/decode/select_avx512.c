@@ -187,15 +187,7 @@ int decode_band_avx512(const float *x, const float *w, int n, float center, floa
     }
     double mass = lanes_total(_mm512_add_pd(lanes, widen(acc)));
     int count = _mm512_reduce_add_epi32(cnt);
-    if (beyond && i < n) beyond[i / 16] = 0;
-    for (; i < n; i++) {
-        float d = fabsf(center - x[i]);
-        mass += d < near ? w[i] : 0.0f;
-        count += d < near;
-        out[k] = i;
-        k += (all || d >= near) & (d <= far) & (x[i] > -INFINITY);
-        if (beyond) beyond[i / 16] |= (uint16_t)((d > far) << i % 16);
-    }
+    k = decode_band_tail(x, w, i, n, center, near, far, all, out, k, &mass, &count, beyond);
     *mass_near = mass;
     *count_near = count;
     return k;
