@@ -149,11 +149,11 @@ static void unpack_row(int type, const void *row, int k0, int kc, int off, int16
     case KILN_TYPE_Q4_K: {
         const kiln_block_q4_k *blk = (const kiln_block_q4_k *)row + k0 / 256;
         float d = kiln_f16_to_f32(blk->d), dmin = kiln_f16_to_f32(blk->dmin);
+        uint64_t scs, ms;
+        kiln_q4k_unpack_scales(blk->scales, &scs, &ms);
         for (int sb = 0; sb < 8; sb++) {
-            int sc, mn;
-            kiln_q4k_scale_min(blk->scales, sb, &sc, &mn);
-            s[sb] = d * sc;
-            m[sb] = dmin * mn;
+            s[sb] = d * (int)(scs >> 8 * sb & 0xff);
+            m[sb] = dmin * (int)(ms >> 8 * sb & 0xff);
             const uint8_t *q = blk->qs + 32 * (sb / 2);
             if (u) { /* offset 0: the nibbles themselves, 8 bytes at a time (sub-blocks 2g, 2g+1 share q) */
                 for (int l = 0; l < 32 && !(sb & 1); l += 8) {
